@@ -1,0 +1,1 @@
+/* acpi: being written */

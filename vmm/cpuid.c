@@ -1,0 +1,1 @@
+/* cpuid: being written */

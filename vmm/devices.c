@@ -1,0 +1,1 @@
+/* devices: being written */

@@ -1,0 +1,27 @@
+/* A small epoll event loop for the VMM's main thread (control socket, serial
+ * input, signals, requests from vCPU threads). Callbacks may add and delete
+ * watches, including their own: a deleted watch is only marked and freed once
+ * the current batch of events has been dispatched. */
+#ifndef DROVER_EVLOOP_H
+#define DROVER_EVLOOP_H
+
+#include <stdint.h>
+#include <sys/epoll.h>
+
+struct evloop;
+typedef void (*evloop_cb)(void *opaque, int fd, uint32_t events);
+
+int evloop_new(struct evloop **out);
+void evloop_free(struct evloop *loop);
+
+/* Watches fd for EPOLLIN/EPOLLOUT/...; 0 or -errno (-EEXIST if watched). */
+int evloop_add(struct evloop *loop, int fd, uint32_t events, evloop_cb cb, void *opaque);
+int evloop_mod(struct evloop *loop, int fd, uint32_t events);
+/* Stops watching fd (does not close it). */
+void evloop_del(struct evloop *loop, int fd);
+
+/* Runs until evloop_stop; 0, or -errno if epoll itself failed. */
+int evloop_run(struct evloop *loop);
+void evloop_stop(struct evloop *loop);
+
+#endif

@@ -1,0 +1,1 @@
+/* kvm: being written */

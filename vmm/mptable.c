@@ -1,0 +1,1 @@
+/* mptable: being written */

@@ -1,0 +1,1 @@
+/* pio: being written */

@@ -1,0 +1,1 @@
+/* pm: being written */

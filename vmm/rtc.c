@@ -1,0 +1,1 @@
+/* rtc: being written */

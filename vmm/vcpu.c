@@ -1,0 +1,1 @@
+/* vcpu: being written */

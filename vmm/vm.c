@@ -1,0 +1,1 @@
+/* vm: being written */
