@@ -42,6 +42,11 @@ int cpuid_feature_lookup(const char *name, uint32_t *leaf, uint32_t *subleaf,
 void cpuid_setup_vcpu(struct kvm_cpuid2 *cpuid, const struct cpuid_mask *m,
 		      unsigned index, unsigned ncpus, uint32_t apic_id);
 
+/* KVM lists leaves 0xB and 0x1F with their SMT subleaf only; appends the
+ * core-level subleaf 1 (zeroed, for cpuid_setup_vcpu to fill) to each that
+ * lacks it. The table must have room for two more entries. */
+void cpuid_add_topology_subleaves(struct kvm_cpuid2 *cpuid);
+
 /* Entry for (function, index) or NULL. */
 struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *cpuid, uint32_t function, uint32_t index);
 

@@ -1,1 +1,110 @@
-/* emulate: being written */
+/* The few instructions that this host's KVM (PVM, nested) fails to emulate
+ * and that Linux executes early: int3 (its self test and jump-label
+ * patching), fwait, and clac/stac (SMAP). Each is performed exactly as the
+ * CPU would, then the vCPU resumes. Counts per kind are kept in vm->emul_count
+ * and reported by query-status. */
+#include "emulate.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "log.h"
+#include "vcpu.h"
+#include "vm.h"
+
+#define RFLAGS_AC   (1ULL << 18)
+#define VEC_BP      3
+
+unsigned emulate_fetch(struct vcpu *v, uint8_t *buf, unsigned max)
+{
+	struct kvm_run *run = v->run;
+	struct kvm_translation tr;
+	struct kvm_regs regs;
+	unsigned n;
+
+	if (run->emulation_failure.ndata >= 3 &&
+	    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) &&
+	    run->emulation_failure.insn_size) {
+		n = run->emulation_failure.insn_size;
+		if (n > 15)
+			n = 15;
+		if (n > max)
+			n = max;
+		memcpy(buf, run->emulation_failure.insn_bytes, n);
+		return n;
+	}
+	/* Older hosts give no bytes: read them through the guest's page tables,
+	 * up to the end of the page. */
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0)
+		return 0;
+	memset(&tr, 0, sizeof(tr));
+	tr.linear_address = regs.rip;
+	if (ioctl(v->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
+		return 0;
+	n = 4096 - (unsigned)(tr.physical_address & 4095);
+	if (n > max)
+		n = max;
+	if (n > 15)
+		n = 15;
+	return guest_mem_read(&v->vm->mem, tr.physical_address, buf, n) == 0 ? n : 0;
+}
+
+static bool advance_rip(struct vcpu *v, unsigned len, uint64_t set_flags, uint64_t clear_flags)
+{
+	struct kvm_regs regs;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0)
+		return false;
+	regs.rip += len;
+	regs.rflags = (regs.rflags | set_flags) & ~clear_flags;
+	return ioctl(v->fd, KVM_SET_REGS, &regs) == 0;
+}
+
+static bool inject_bp(struct vcpu *v)
+{
+	struct kvm_vcpu_events ev;
+
+	if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+		return false;
+	ev.exception.injected = 1;
+	ev.exception.nr = VEC_BP;
+	ev.exception.has_error_code = 0;
+	ev.exception.error_code = 0;
+	ev.flags = 0;
+	return ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) == 0;
+}
+
+bool emulate_failure(struct vcpu *v)
+{
+	uint8_t insn[15];
+	unsigned n = emulate_fetch(v, insn, sizeof(insn));
+	enum emul_kind kind;
+	bool ok;
+
+	if (n >= 1 && insn[0] == 0xcc) {
+		/* #BP is a trap: the saved RIP is the next instruction's. */
+		kind = EMUL_INT3;
+		ok = advance_rip(v, 1, 0, 0) && inject_bp(v);
+	} else if (n >= 1 && insn[0] == 0x9b) {
+		kind = EMUL_FWAIT;           /* no x87 exception can be pending here */
+		ok = advance_rip(v, 1, 0, 0);
+	} else if (n >= 3 && insn[0] == 0x0f && insn[1] == 0x01 && insn[2] == 0xca) {
+		kind = EMUL_CLAC;
+		ok = advance_rip(v, 3, 0, RFLAGS_AC);
+	} else if (n >= 3 && insn[0] == 0x0f && insn[1] == 0x01 && insn[2] == 0xcb) {
+		kind = EMUL_STAC;
+		ok = advance_rip(v, 3, RFLAGS_AC, 0);
+	} else {
+		return false;
+	}
+	if (!ok) {
+		log_warn("vCPU %u: emulating an instruction failed: %s", v->index, strerror(errno));
+		return false;
+	}
+	if (atomic_fetch_add(&v->vm->emul_count[kind], 1) == 0)
+		log_info("vCPU %u: emulating %s for the guest (KVM could not)", v->index,
+			 kind == EMUL_INT3 ? "int3" : kind == EMUL_FWAIT ? "fwait" :
+			 kind == EMUL_CLAC ? "clac" : "stac");
+	return true;
+}

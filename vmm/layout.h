@@ -1,6 +1,6 @@
 /* Guest physical layout of a drover VM (x86-64 PC without firmware).
  *
- *   0x0000_0500  boot GDT (null, null, code64 0x10, data 0x18, TSS 0x20, code32 0x28)
+ *   0x0000_0500  boot GDT (null, null, code64 0x10, data 0x18, code32 0x20, TSS 0x28)
  *   0x0000_0600  boot IDT (empty)
  *   0x0000_6000  PVH hvm_start_info, its module list and memory map (one page)
  *   0x0000_7000  Linux boot_params ("zero page")
@@ -42,8 +42,8 @@
 
 #define BOOT_CS_CODE64       0x10
 #define BOOT_DS              0x18
-#define BOOT_TSS             0x20
-#define BOOT_CS_CODE32       0x28
+#define BOOT_CS_CODE32       0x20
+#define BOOT_TSS             0x28
 
 /* Fixed I/O ports of the platform. */
 #define PORT_I8042_DATA      0x60
@@ -54,6 +54,9 @@
 #define PORT_DEBUG_EXIT      0x501          /* QEMU's isa-debug-exit default */
 #define PORT_ACPI_SLEEP_CTL  0x600          /* FADT SLEEP_CONTROL_REG (hardware-reduced) */
 #define PORT_ACPI_SLEEP_STS  0x601          /* FADT SLEEP_STATUS_REG */
+#define PORT_ACPI_RESET      0x602          /* FADT RESET_REG, value ACPI_RESET_VALUE */
+#define ACPI_RESET_VALUE     0x01
+#define PORT_POST            0x80           /* POST codes and Linux's I/O delay */
 
 #define IRQ_COM1             4
 #define IRQ_RTC              8

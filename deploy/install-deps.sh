@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package that drover's build, tests and benchmarks
+# need. Idempotent: quiet and quick when everything is already there.
+#   DROVER_TEST_LINUX=1  also installs what the opt-in Linux boot test needs
+#                        (Debian's cloud kernel, busybox, cpio, lz4).
+set -euo pipefail
+
+packages=(
+	# build
+	build-essential cmake pkg-config
+	libjansson-dev
+	# tests
+	libcmocka-dev
+	qemu-system-x86 qemu-utils   # the conformance and benchmark peer
+	acpica-tools                 # iasl checks the ACPI tables drover builds
+	gzip socat
+	# sanitizers and fuzzing
+	clang libclang-rt-14-dev
+	# tests/linux: building the small kernel from Debian's sources (issue #9)
+	# is added by that test's own packages below
+)
+if [ "${DROVER_TEST_LINUX:-0}" != 0 ]; then
+	packages+=(linux-image-cloud-amd64 busybox-static cpio lz4)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

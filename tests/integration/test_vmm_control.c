@@ -1,0 +1,331 @@
+/* drover-vmm's control socket, driven as an operator's tool would, against a
+ * running test guest: status, pause/resume (the guest really stops), reset
+ * (the guest really restarts), quit, several clients, vCPU threads, signals
+ * and guest-initiated ends.
+ *
+ * Usage: test_vmm_control DROVER_VMM HELLO_ELF */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vmmproc.h"
+
+static const char *vmm_path, *hello_path;
+
+#define TICK "hello: tick "
+
+static void start_ticker(struct vmmproc *p, struct qmp *q, const char *cpus)
+{
+	const char *args[] = { "--kernel", hello_path, "--cmdline", "hello.ticks", "--memory",
+			       "64M", "--cpus", cpus, "--serial", "stdio", NULL };
+
+	assert_int_equal(vmmproc_start(p, vmm_path, args, true), 0);
+	assert_int_equal(qmp_connect(q, p->sock, 5000, NULL), 0);
+	assert_true(vmmproc_wait_lines(p, TICK, 1, 10000));
+}
+
+static void stop_vm(struct vmmproc *p, struct qmp *q)
+{
+	json_t *r = qmp_execute(q, "quit", NULL, NULL);
+
+	json_decref(r);
+	vmmproc_wait_exit(p, 5000);
+	qmp_close(q);
+	vmmproc_cleanup(p);
+}
+
+static const char *str(json_t *o, const char *path1, const char *path2)
+{
+	json_t *v = json_object_get(o, path1);
+
+	if (path2)
+		v = json_object_get(v, path2);
+	return json_is_string(v) ? json_string_value(v) : "";
+}
+
+static void test_greeting_and_status(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *greeting, *r;
+	const char *args[] = { "--kernel", hello_path, "--cmdline", "hello.ticks", "--memory",
+			       "64M", "--name", "ticker", NULL };
+
+	assert_int_equal(vmmproc_start(&p, vmm_path, args, true), 0);
+	assert_int_equal(qmp_connect(&q, p.sock, 5000, &greeting), 0);
+	assert_non_null(json_object_get(greeting, "QMP"));
+	json_decref(greeting);
+
+	r = qmp_execute(&q, "qmp_capabilities", NULL, NULL);
+	assert_true(json_is_object(json_object_get(r, "return")));
+	json_decref(r);
+
+	r = qmp_execute(&q, "query-status", NULL, NULL);
+	assert_true(json_is_true(json_object_get(json_object_get(r, "return"), "running")));
+	assert_string_equal(str(r, "return", "status"), "running");
+	json_decref(r);
+
+	r = qmp_execute(&q, "query-name", NULL, NULL);
+	assert_string_equal(str(r, "return", "name"), "ticker");
+	json_decref(r);
+
+	r = qmp_execute(&q, "query-memory", NULL, NULL);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "return"),
+							       "base-memory")), 64 << 20);
+	json_decref(r);
+
+	r = qmp_execute(&q, "no-such-command", NULL, NULL);
+	assert_string_equal(str(r, "error", "class"), "CommandNotFound");
+	json_decref(r);
+	stop_vm(&p, &q);
+}
+
+static void test_pause_resume(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *events = json_array(), *r, *e;
+	int ticks;
+
+	start_ticker(&p, &q, "1");
+	r = qmp_execute(&q, "pause", NULL, events);
+	assert_non_null(json_object_get(r, "return"));
+	json_decref(r);
+	e = qmp_wait_event(&q, "STOP", events, 5000);
+	assert_non_null(e);
+	assert_non_null(json_object_get(json_object_get(e, "timestamp"), "seconds"));
+	json_decref(e);
+
+	r = qmp_execute(&q, "query-status", NULL, events);
+	assert_string_equal(str(r, "return", "status"), "paused");
+	assert_true(json_is_false(json_object_get(json_object_get(r, "return"), "running")));
+	json_decref(r);
+
+	/* A paused guest prints nothing: wait long enough for several ticks. */
+	vmmproc_pump(&p, 50);
+	ticks = vmmproc_count_lines(p.out, TICK);
+	for (int i = 0; i < 10; i++)
+		vmmproc_pump(&p, 50);
+	assert_int_equal(vmmproc_count_lines(p.out, TICK), ticks);
+
+	r = qmp_execute(&q, "resume", NULL, events);
+	json_decref(r);
+	e = qmp_wait_event(&q, "RESUME", events, 5000);
+	assert_non_null(e);
+	json_decref(e);
+	assert_true(vmmproc_wait_lines(&p, TICK, ticks + 2, 10000));
+	json_decref(events);
+	stop_vm(&p, &q);
+}
+
+static void test_system_reset(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *events = json_array(), *r, *e;
+	int banners, ticks;
+
+	start_ticker(&p, &q, "2");
+	banners = vmmproc_count(p.out, "hello: hello");
+	assert_int_equal(banners, 1);
+	ticks = vmmproc_count_lines(p.out, TICK);
+	r = qmp_execute(&q, "system-reset", NULL, events);
+	assert_non_null(json_object_get(r, "return"));
+	json_decref(r);
+	e = qmp_wait_event(&q, "RESET", events, 5000);
+	assert_non_null(e);
+	assert_true(json_is_false(json_object_get(json_object_get(e, "data"), "guest")));
+	json_decref(e);
+	/* The guest boots again from its entry point and ticks again. */
+	if (!vmmproc_wait_output(&p, "hello: hello", 2, 10000) ||
+	    !vmmproc_wait_lines(&p, TICK, ticks + 2, 10000))
+		fail_msg("no tick after the reset; guest output:\n%s\nlog:\n%s", p.out, p.err);
+
+	/* A reset while paused keeps the VM paused. */
+	json_decref(qmp_execute(&q, "pause", NULL, events));
+	json_decref(qmp_execute(&q, "system-reset", NULL, events));
+	r = qmp_execute(&q, "query-status", NULL, events);
+	assert_string_equal(str(r, "return", "status"), "paused");
+	json_decref(r);
+	json_decref(qmp_execute(&q, "cont", NULL, events));
+	assert_true(vmmproc_wait_output(&p, "hello: hello", 3, 10000));
+	json_decref(events);
+	stop_vm(&p, &q);
+}
+
+static void test_quit(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	struct stat st;
+	json_t *r, *e;
+
+	start_ticker(&p, &q, "1");
+	r = qmp_execute(&q, "quit", NULL, NULL);
+	assert_non_null(json_object_get(r, "return"));
+	json_decref(r);
+	e = qmp_wait_event(&q, "SHUTDOWN", NULL, 5000);
+	assert_non_null(e);
+	assert_string_equal(str(e, "data", "reason"), "host-qmp-quit");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(e, "data"),
+							       "exit-status")), 4);
+	json_decref(e);
+	assert_int_equal(vmmproc_wait_exit(&p, 5000), 4);
+	assert_int_not_equal(stat(p.sock, &st), 0);   /* socket removed */
+	qmp_close(&q);
+	vmmproc_cleanup(&p);
+}
+
+static void test_two_clients(void **state)
+{
+	struct vmmproc p;
+	struct qmp a, b;
+	json_t *e;
+
+	start_ticker(&p, &a, "1");
+	assert_int_equal(qmp_connect(&b, p.sock, 5000, NULL), 0);
+	json_decref(qmp_execute(&a, "pause", NULL, NULL));
+	e = qmp_wait_event(&b, "STOP", NULL, 5000);
+	assert_non_null(e);
+	json_decref(e);
+	json_decref(qmp_execute(&b, "resume", NULL, NULL));
+	e = qmp_wait_event(&a, "RESUME", NULL, 5000);
+	assert_non_null(e);
+	json_decref(e);
+	qmp_close(&b);
+	stop_vm(&p, &a);
+}
+
+static void test_query_cpus(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *r, *list;
+	char path[64];
+	long tids[2];
+
+	start_ticker(&p, &q, "2");
+	r = qmp_execute(&q, "query-cpus", NULL, NULL);
+	list = json_object_get(r, "return");
+	assert_int_equal(json_array_size(list), 2);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *c = json_array_get(list, i);
+		struct stat st;
+
+		assert_int_equal(json_integer_value(json_object_get(c, "cpu-index")), (long)i);
+		assert_int_equal(json_integer_value(json_object_get(c, "apic-id")), (long)i);
+		tids[i] = (long)json_integer_value(json_object_get(c, "thread-id"));
+		assert_true(tids[i] > 0);
+		snprintf(path, sizeof(path), "/proc/%d/task/%ld", p.pid, tids[i]);
+		assert_int_equal(stat(path, &st), 0);   /* a real thread of the VMM */
+	}
+	assert_true(tids[0] != tids[1]);
+	json_decref(r);
+	stop_vm(&p, &q);
+}
+
+static void test_sigterm(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *e;
+
+	start_ticker(&p, &q, "1");
+	kill(p.pid, SIGTERM);
+	e = qmp_wait_event(&q, "SHUTDOWN", NULL, 5000);
+	assert_non_null(e);
+	assert_string_equal(str(e, "data", "reason"), "host-signal");
+	json_decref(e);
+	assert_int_equal(vmmproc_wait_exit(&p, 5000), 4);
+	qmp_close(&q);
+	vmmproc_cleanup(&p);
+}
+
+/* A guest that resets itself restarts (RESET events from the guest) under
+ * the default --on-reboot reset, and ends the VMM with status 3 under exit. */
+static void test_guest_reset(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *e;
+	const char *args[] = { "--kernel", hello_path, "--cmdline", "hello.reset", "--memory",
+			       "64M", NULL };
+	const char *args_exit[] = { "--kernel", hello_path, "--cmdline", "hello.reset",
+				    "--memory", "64M", "--on-reboot", "exit", NULL };
+
+	assert_int_equal(vmmproc_start(&p, vmm_path, args, true), 0);
+	assert_int_equal(qmp_connect(&q, p.sock, 5000, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		e = qmp_wait_event(&q, "RESET", NULL, 10000);
+		assert_non_null(e);
+		assert_true(json_is_true(json_object_get(json_object_get(e, "data"), "guest")));
+		json_decref(e);
+	}
+	assert_true(vmmproc_wait_output(&p, "hello: hello", 2, 10000));
+	stop_vm(&p, &q);
+
+	assert_int_equal(vmmproc_start(&p, vmm_path, args_exit, false), 0);
+	assert_int_equal(vmmproc_wait_exit(&p, 10000), 3);
+	vmmproc_cleanup(&p);
+}
+
+/* Ends that the guest chooses, with their exit statuses and SHUTDOWN data. */
+static void test_guest_ends(void **state)
+{
+	static const struct {
+		const char *cmdline;
+		int status;
+		const char *log;
+	} cases[] = {
+		{ "hello.exit=7", 16 + 7, NULL },
+		{ "hello.poweroff", 0, "powered off" },
+		{ "hello.crash", 2, "triple fault" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct vmmproc p;
+		const char *args[] = { "--kernel", hello_path, "--cmdline", cases[i].cmdline,
+				       "--memory", "64M", NULL };
+
+		assert_int_equal(vmmproc_start(&p, vmm_path, args, false), 0);
+		assert_int_equal(vmmproc_wait_exit(&p, 10000), cases[i].status);
+		if (cases[i].log)
+			assert_non_null(strstr(p.err, cases[i].log));
+		if (cases[i].status == 2)   /* the crash report has the registers */
+			assert_non_null(strstr(p.err, "rip="));
+		vmmproc_cleanup(&p);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_greeting_and_status),
+		cmocka_unit_test(test_pause_resume),
+		cmocka_unit_test(test_system_reset),
+		cmocka_unit_test(test_quit),
+		cmocka_unit_test(test_two_clients),
+		cmocka_unit_test(test_query_cpus),
+		cmocka_unit_test(test_sigterm),
+		cmocka_unit_test(test_guest_reset),
+		cmocka_unit_test(test_guest_ends),
+	};
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s DROVER_VMM HELLO_ELF\n", argv[0]);
+		return 2;
+	}
+	vmm_path = argv[1];
+	hello_path = argv[2];
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
