@@ -9,6 +9,8 @@
 #   [CMDLINE s] [MEMORY mib (256)] [CPUS n (1)] [TIMEOUT sec (30)]
 #   [INITRD size]            a random initrd of that size is made at test time;
 #                            {INITRD_SIZE} and {INITRD_CRC32} in CMDLINE name it
+#   [INPUT prompt text]      once the output shows prompt, text is typed on the
+#                            console (stdin)
 #   [EXTRA_ARGS args...])    more VMM arguments
 #
 # Exit statuses: QEMU gives (c << 1) | 1 for debug-exit code c and 0 for a
@@ -27,7 +29,7 @@ endif()
 
 function(drover_guest_test name)
   cmake_parse_arguments(T "" "VMM;GUEST;CODE;END;CMDLINE;MEMORY;CPUS;INITRD;TIMEOUT"
-                        "EXPECT;EXTRA_ARGS" ${ARGN})
+                        "EXPECT;EXTRA_ARGS;INPUT" ${ARGN})
   if(NOT T_MEMORY)
     set(T_MEMORY 256)
   endif()
@@ -43,6 +45,9 @@ function(drover_guest_test name)
   foreach(e ${T_EXPECT})
     list(APPEND runner_args --expect ${GUEST_EXPECT_DIR}/${e})
   endforeach()
+  if(DEFINED T_INPUT)
+    list(APPEND runner_args --input ${T_INPUT})
+  endif()
   set(initrd "")
   if(T_INITRD)
     set(initrd ${CMAKE_CURRENT_BINARY_DIR}/initrd/${test}.img)
@@ -129,6 +134,10 @@ foreach(vmm qemu drover)
   drover_guest_test(hello-ticks VMM ${vmm} GUEST hello.elf CMDLINE "hello.ticks"
                     END running EXPECT hello-ticks.txt)
   drover_guest_test(hello-bzimage VMM ${vmm} GUEST hello.bzImage CODE 0 EXPECT hello.txt)
+  # The console takes input: a line typed on stdin comes back from the guest.
+  drover_guest_test(hello-echo VMM ${vmm} GUEST hello.elf CMDLINE "hello.echo"
+                    INPUT "hello: type a line" "typed on the console 42" CODE 0
+                    EXPECT hello-echo.txt)
 
   drover_guest_test(bootinfo-64m VMM ${vmm} GUEST bootinfo.elf MEMORY 64 INITRD 1234567
                     CMDLINE "bootinfo.mem_mib=64 ${BOOTINFO_CMDLINE}${extra_bootinfo}"

@@ -106,6 +106,35 @@ static void __attribute__((noreturn)) ticks(void)
 	}
 }
 
+/* Reads one line typed on the console (polling the UART) and echoes it. */
+static int echo(void)
+{
+	char line[128];
+	size_t n = 0;
+	uint64_t deadline;
+
+	time_init();
+	deadline = time_ns() + 10000000000ULL;
+	printf("hello: type a line\n");
+	while (time_ns() < deadline) {
+		int c = serial_getc();
+
+		if (c < 0) {
+			cpu_relax();
+			continue;
+		}
+		if (c == '\r' || c == '\n') {
+			line[n] = 0;
+			printf("hello: echo '%s'\n", line);
+			return 0;
+		}
+		if (n < sizeof(line) - 1)
+			line[n++] = (char)c;
+	}
+	printf("hello: FAIL no complete line within 10 s (%lu bytes)\n", (uint64_t)n);
+	return GUEST_EXIT_FAIL;
+}
+
 int main(void)
 {
 	const char *cl = bootinfo.cmdline;
@@ -114,6 +143,8 @@ int main(void)
 	printf("hello: hello from a test guest\n");
 	if (cmdline_has(cl, "hello.ticks"))
 		ticks();
+	if (cmdline_has(cl, "hello.echo"))
+		return echo();
 	if (cmdline_has(cl, "hello.poweroff"))
 		return poweroff();
 	if (cmdline_has(cl, "hello.reset"))

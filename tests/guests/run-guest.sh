@@ -13,6 +13,10 @@
 #   --until-match       for guests that never stop: end the command (SIGTERM)
 #                       once every expectation matched; its status is then
 #                       not checked
+#   --input PROMPT TEXT once the output contains PROMPT (a fixed string), type
+#                       TEXT and a newline on the command's standard input
+#                       (earlier, a guest initialising its UART would flush
+#                       it); without it, stdin is /dev/null
 #   --initrd FILE SIZE  first write SIZE random bytes to FILE, and replace
 #                       {INITRD_SIZE} and {INITRD_CRC32} in ARGS by its size
 #                       and CRC-32 (read from gzip's trailer, 0x-hex)
@@ -32,6 +36,9 @@ timeout=30
 until_match=0
 initrd=""
 initrd_size=""
+input=""
+prompt=""
+has_input=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--expect) expects+=("$2"); shift 2 ;;
@@ -39,6 +46,7 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout="$2"; shift 2 ;;
 	--until-match) until_match=1; shift ;;
 	--initrd) initrd="$2"; initrd_size="$3"; shift 3 ;;
+	--input) prompt="$2"; input="$3"; has_input=1; shift 3 ;;
 	--) shift; break ;;
 	*) echo "run-guest.sh: unknown option '$1'" >&2; usage ;;
 	esac
@@ -105,8 +113,23 @@ show_output() {
 
 echo "run-guest.sh: ${cmd[*]}"
 start=$(date +%s%N)
-timeout -k 5 "$timeout" "${cmd[@]}" </dev/null >"$out" 2>"$err" &
-pid=$!
+if [ "$has_input" = 1 ]; then
+	# Through a FIFO held open until the end, so that the VMM never sees
+	# the end of its input (QEMU's stdio would take that as a hang-up).
+	fifo=$(mktemp -u)
+	mkfifo "$fifo"
+	trap 'rm -f "$out" "$err" "$fifo"' EXIT
+	timeout -k 5 "$timeout" "${cmd[@]}" <"$fifo" >"$out" 2>"$err" &
+	pid=$!
+	exec 3>"$fifo"
+	while kill -0 "$pid" 2>/dev/null && ! grep -qF -- "$prompt" "$out"; do
+		sleep 0.02
+	done
+	printf '%s\n' "$input" >&3
+else
+	timeout -k 5 "$timeout" "${cmd[@]}" </dev/null >"$out" 2>"$err" &
+	pid=$!
+fi
 if [ "$until_match" = 1 ]; then
 	while kill -0 "$pid" 2>/dev/null; do
 		if check_expectations 1; then
@@ -118,6 +141,7 @@ if [ "$until_match" = 1 ]; then
 fi
 wait "$pid"
 rc=$?
+[ "$has_input" = 1 ] && exec 3>&-
 ms=$((($(date +%s%N) - start) / 1000000))
 
 fail=0

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -46,6 +47,9 @@ int vmmproc_start(struct vmmproc *p, const char *vmm, const char *const *args, b
 		return -errno;
 	if (p->pid == 0) {
 		int devnull = open("/dev/null", O_RDONLY);
+
+		/* A test that fails half way must not leave its VM running. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 
 		dup2(devnull, 0);
 		dup2(out[1], 1);
@@ -329,4 +333,66 @@ json_t *qmp_wait_event(struct qmp *q, const char *name, json_t *events, int time
 		else
 			json_decref(e);
 	}
+}
+
+int vmmproc_start_setup(struct vmmproc *p, const char *vmm, const char *const *args,
+			bool with_control, vmmproc_setup_fn setup, void *arg)
+{
+	static int seq;
+	const char *argv[64];
+	int out[2], err[2], n = 0;
+
+	memset(p, 0, sizeof(*p));
+	p->status = -1;
+	p->out_fd = p->err_fd = -1;
+	if (with_control)
+		snprintf(p->sock, sizeof(p->sock), "/tmp/drover-test-%d-s%d.sock", getpid(), seq++);
+	argv[n++] = vmm;
+	for (int i = 0; args[i] && n < 60; i++)
+		argv[n++] = args[i];
+	if (with_control) {
+		argv[n++] = "--control";
+		argv[n++] = p->sock;
+	}
+	argv[n] = NULL;
+	if (pipe2(out, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(err, O_CLOEXEC) < 0) {
+		close(out[0]);
+		close(out[1]);
+		return -errno;
+	}
+	p->pid = fork();
+	if (p->pid < 0) {
+		int ret = -errno;
+
+		close(out[0]);
+		close(out[1]);
+		close(err[0]);
+		close(err[1]);
+		return ret;
+	}
+	if (p->pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY), ret;
+
+		dup2(devnull, 0);
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		ret = setup ? setup(arg) : 0;
+		if (ret < 0) {
+			dprintf(2, "vmmproc: setting up the child: %s\n", strerror(-ret));
+			_exit(VMMPROC_SETUP_FAILED);
+		}
+		execv(vmm, (char *const *)argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	p->out_fd = out[0];
+	p->err_fd = err[0];
+	fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
+	fcntl(p->err_fd, F_SETFL, O_NONBLOCK);
+	p->out = calloc(1, 1);
+	p->err = calloc(1, 1);
+	return 0;
 }

@@ -56,4 +56,14 @@ json_t *qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t *events
  * far, removing it from there); NULL on timeout. */
 json_t *qmp_wait_event(struct qmp *q, const char *name, json_t *events, int timeout_ms);
 
+/* Runs in the child between fork and exec, once its stdin, stdout and stderr
+ * are in place: drops privileges, enters a namespace, ... 0 or -errno; on
+ * failure the child says why on stderr and exits with VMMPROC_SETUP_FAILED. */
+typedef int (*vmmproc_setup_fn)(void *arg);
+#define VMMPROC_SETUP_FAILED 126
+
+/* vmmproc_start with a setup step in the child (setup may be NULL). */
+int vmmproc_start_setup(struct vmmproc *p, const char *vmm, const char *const *args,
+			bool with_control, vmmproc_setup_fn setup, void *arg);
+
 #endif

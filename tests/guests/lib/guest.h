@@ -144,6 +144,8 @@ extern uint64_t boot_pml4[512], boot_pdpt[512];
 void serial_init(void);
 void serial_putc(char c);
 void serial_write(const char *s, size_t n);
+/* The next received byte, or -1 when none is waiting (polled). */
+int serial_getc(void);
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

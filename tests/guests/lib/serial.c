@@ -10,6 +10,7 @@
 #define UART_LCR  3
 #define UART_MCR  4
 #define UART_LSR  5
+#define LSR_DR    0x01
 #define LSR_THRE  0x20
 #define LCR_DLAB  0x80
 #define LCR_8N1   0x03
@@ -37,4 +38,14 @@ void serial_write(const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		serial_putc(s[i]);
+}
+
+int serial_getc(void)
+{
+	uint8_t lsr = inb(COM1 + UART_LSR);
+
+	/* 0xff: no UART there. */
+	if (lsr == 0xff || !(lsr & LSR_DR))
+		return -1;
+	return inb(COM1 + UART_THR);
 }
