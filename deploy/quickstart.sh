@@ -65,7 +65,7 @@ boot "bootinfo checks its command line, memory map and initrd" \
 	--cmdline "bootinfo.mem_mib=5120 bootinfo.initrd_size=$size bootinfo.initrd_crc32=$crc"
 boot "smp: every vCPU checks in" --kernel "$guests/smp.elf" --memory 64M --cpus 4 \
 	--cmdline "smp.expect=4"
-boot "memtest writes and verifies all of 1 GiB of RAM" --kernel "$guests/memtest.elf" --memory 1G
+boot "memtest writes and verifies all of 512 MiB of RAM" --kernel "$guests/memtest.elf" --memory 512M
 boot "A guest that triple-faults ends with a report, not a hang" \
 	--kernel "$guests/hello.elf" --memory 64M --cmdline hello.crash
 

@@ -117,12 +117,20 @@ static int check_ram(const struct guest_mem *gm, uint64_t addr, uint64_t len)
 	return addr >= BIOS_AREA_END && guest_mem_ptr(gm, addr, len) ? 0 : -ERANGE;
 }
 
+/* Where a bzImage's kernel runs, which decides how much RAM it needs.
+ * boot.rst: a relocatable kernel runs at its load address rounded up to
+ * kernel_alignment, but its 64-bit startup code never goes below
+ * pref_address (LOAD_PHYSICAL_ADDR), and it needs init_size bytes from
+ * there; a kernel that is not relocatable runs at pref_address. Loading it
+ * at pref_address is therefore always right, and the least RAM it can do
+ * with is [pref_address, pref_address + init_size). */
 static int prepare_bzimage(struct boot_plan *bp, const uint8_t *hdr, uint64_t fsize,
 			   const struct guest_mem *gm, char *err, size_t errlen)
 {
 	unsigned setup_sects = hdr[HDR_SETUP_SECTS] ? hdr[HDR_SETUP_SECTS] : 4;
 	uint64_t payload_off = (uint64_t)(setup_sects + 1) * 512;
-	uint64_t payload_size, init_size, load = KERNEL_DEFAULT_ADDR, need;
+	uint64_t payload_size, init_size, load = KERNEL_DEFAULT_ADDR, run;
+	uint32_t align;
 	unsigned hdr_end;
 
 	bp->format = BOOT_FORMAT_BZIMAGE;
@@ -138,7 +146,7 @@ static int prepare_bzimage(struct boot_plan *bp, const uint8_t *hdr, uint64_t fs
 			 bp->kernel_path);
 		return -EINVAL;
 	}
-	if (payload_off >= fsize) {
+	if (payload_off + 0x200 >= fsize) {   /* the 64-bit entry must be in the file */
 		snprintf(err, errlen, "kernel '%s': truncated bzImage (%u setup sectors, %llu "
 			 "bytes)", bp->kernel_path, setup_sects, (unsigned long long)fsize);
 		return -EINVAL;
@@ -147,25 +155,22 @@ static int prepare_bzimage(struct boot_plan *bp, const uint8_t *hdr, uint64_t fs
 	init_size = get32(hdr + HDR_INIT_SIZE);
 	if (init_size < payload_size)
 		init_size = payload_size;
-	need = get64(hdr + HDR_PREF_ADDRESS);
-	if (need >= BIOS_AREA_END && !check_ram(gm, need, init_size))
-		load = need;
-	else if (!hdr[HDR_RELOCATABLE] && need != KERNEL_DEFAULT_ADDR && need != 0) {
-		snprintf(err, errlen, "kernel '%s' must run at 0x%llx and needs %llu MiB there: "
-			 "give the VM more --memory", bp->kernel_path, (unsigned long long)need,
-			 (unsigned long long)(init_size >> 20) + 1);
-		return -ENOMEM;
-	}
-	if (check_ram(gm, load, init_size)) {
-		snprintf(err, errlen, "kernel '%s' needs %llu MiB from 0x%llx: give the VM more "
-			 "--memory", bp->kernel_path, (unsigned long long)(init_size >> 20) + 1,
-			 (unsigned long long)load);
+	if (get64(hdr + HDR_PREF_ADDRESS) > load)
+		load = get64(hdr + HDR_PREF_ADDRESS);
+	run = load;
+	align = get32(hdr + HDR_KERNEL_ALIGNMENT);
+	if (hdr[HDR_RELOCATABLE] && align && !(align & (align - 1)) && load <= UINT64_MAX - align)
+		run = ALIGN_UP(load, (uint64_t)align);
+	if (run > UINT64_MAX - init_size || check_ram(gm, load, run - load + init_size)) {
+		snprintf(err, errlen, "kernel '%s' runs at 0x%llx and needs %llu MiB of RAM from "
+			 "there: give the VM more --memory", bp->kernel_path,
+			 (unsigned long long)run, (unsigned long long)(init_size >> 20) + 1);
 		return -ENOMEM;
 	}
 	bp->seg[0] = (struct boot_segment){ payload_off, payload_size, load, payload_size };
 	bp->nsegments = 1;
 	bp->kernel_start = load;
-	bp->kernel_end = load + init_size;
+	bp->kernel_end = run + init_size;
 	bp->entry = BOOT_ENTRY_LINUX64;
 	bp->entry_addr = load + 0x200;
 	hdr_end = HDR_JUMP + 2 + hdr[HDR_JUMP + 1];
@@ -269,8 +274,13 @@ static int prepare_elf(struct boot_plan *bp, int fd, uint64_t fsize, enum boot_p
 		}
 		if (p->p_type != PT_LOAD || p->p_memsz == 0)
 			continue;
-		if (p->p_filesz > p->p_memsz || p->p_offset > fsize ||
-		    p->p_filesz > fsize - p->p_offset) {
+		if (p->p_filesz > p->p_memsz) {
+			snprintf(err, errlen, "kernel '%s': ELF segment %u has more bytes in the file "
+				 "(%llu) than in memory (%llu)", bp->kernel_path, i,
+				 (unsigned long long)p->p_filesz, (unsigned long long)p->p_memsz);
+			return -EINVAL;
+		}
+		if (p->p_offset > fsize || p->p_filesz > fsize - p->p_offset) {
 			snprintf(err, errlen, "kernel '%s': ELF segment %u lies outside the file",
 				 bp->kernel_path, i);
 			return -EINVAL;
@@ -282,11 +292,16 @@ static int prepare_elf(struct boot_plan *bp, int fd, uint64_t fsize, enum boot_p
 			return -EINVAL;
 		}
 		if (check_ram(gm, p->p_paddr, p->p_memsz)) {
+			bool hole = p->p_paddr < HIGH_RAM_START &&
+				    p->p_paddr + p->p_memsz > PCI_HOLE_START;
+
 			snprintf(err, errlen, "kernel '%s': ELF segment %u [0x%llx, 0x%llx) is not "
-				 "inside guest RAM: give the VM more --memory", bp->kernel_path, i,
+				 "inside guest RAM: %s", bp->kernel_path, i,
 				 (unsigned long long)p->p_paddr,
-				 (unsigned long long)(p->p_paddr + p->p_memsz));
-			return -ENOMEM;
+				 (unsigned long long)(p->p_paddr + p->p_memsz),
+				 hole ? "it falls in the PCI hole [3 GiB, 4 GiB), where no VM has RAM"
+				      : "give the VM more --memory");
+			return hole ? -EINVAL : -ENOMEM;
 		}
 		if (bp->nsegments == BOOT_MAX_SEGMENTS) {
 			snprintf(err, errlen, "kernel '%s': more than %d loadable ELF segments",
@@ -334,7 +349,6 @@ static int place_initrd(struct boot_plan *bp, const struct guest_mem *gm, uint64
 
 	if (top > max_addr + 1)
 		top = max_addr + 1;
-	top = ALIGN_DOWN(top, 4096);
 	if (bp->initrd_size > top || ALIGN_DOWN(top - bp->initrd_size, 4096) < lowest) {
 		snprintf(err, errlen, "initrd '%s' (%llu KiB) does not fit between the kernel's "
 			 "end (0x%llx) and 0x%llx: give the VM more --memory", bp->initrd_path,

@@ -45,6 +45,21 @@ int devices_create(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+int devices_attach(struct vm *vm, struct evloop *loop, char *err, size_t errlen)
+{
+	struct device_set *ds = vm->devices;
+
+	for (unsigned i = 0; i < ds->n; i++) {
+		if (platform_devices[i]->attach) {
+			int ret = platform_devices[i]->attach(ds->state[i], loop, err, errlen);
+
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 void devices_reset(struct vm *vm)
 {
 	struct device_set *ds = vm->devices;

@@ -9,11 +9,15 @@
 #include <stdint.h>
 
 struct vm;
+struct evloop;
 
 struct device_type {
 	const char *name;
 	/* Claims ports and builds the state. 0 or -errno with err set. */
 	int (*create)(struct vm *vm, void **state, char *err, size_t errlen);
+	/* Starts what the device does on the main loop (timers, host input),
+	 * once that loop exists. Optional. 0 or -errno with err set. */
+	int (*attach)(void *state, struct evloop *loop, char *err, size_t errlen);
 	/* Back to power-on state (system reset). */
 	void (*reset)(void *state);
 	/* The state a destination needs to continue; a new reference. */
@@ -32,6 +36,7 @@ extern const struct device_type pm_device;
 extern const struct device_type debugexit_device;
 
 int devices_create(struct vm *vm, char *err, size_t errlen);
+int devices_attach(struct vm *vm, struct evloop *loop, char *err, size_t errlen);
 void devices_reset(struct vm *vm);
 /* {"serial": {...}, "rtc": {...}, ...} */
 json_t *devices_save(struct vm *vm);

@@ -118,27 +118,32 @@ void evloop_del(struct evloop *loop, int fd)
 	loop->graveyard = w;
 }
 
-int evloop_run(struct evloop *loop)
+int evloop_run_once(struct evloop *loop, int timeout_ms)
 {
 	struct epoll_event evs[32];
+	int n = epoll_wait(loop->epfd, evs, 32, timeout_ms);
 
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n && !loop->stop; i++) {
+		struct watch *w = evs[i].data.ptr;
+
+		if (!w->deleted)
+			w->cb(w->opaque, w->fd, evs[i].events);
+	}
+	free_list(loop->graveyard);
+	loop->graveyard = NULL;
+	return n;
+}
+
+int evloop_run(struct evloop *loop)
+{
 	loop->stop = false;
 	while (!loop->stop) {
-		int n = epoll_wait(loop->epfd, evs, 32, -1);
+		int ret = evloop_run_once(loop, -1);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		for (int i = 0; i < n && !loop->stop; i++) {
-			struct watch *w = evs[i].data.ptr;
-
-			if (!w->deleted)
-				w->cb(w->opaque, w->fd, evs[i].events);
-		}
-		free_list(loop->graveyard);
-		loop->graveyard = NULL;
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }

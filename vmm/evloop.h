@@ -22,6 +22,9 @@ void evloop_del(struct evloop *loop, int fd);
 
 /* Runs until evloop_stop; 0, or -errno if epoll itself failed. */
 int evloop_run(struct evloop *loop);
+/* Waits up to timeout_ms for events and dispatches one batch; the number of
+ * events, or -errno. */
+int evloop_run_once(struct evloop *loop, int timeout_ms);
 void evloop_stop(struct evloop *loop);
 
 #endif

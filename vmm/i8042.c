@@ -140,6 +140,7 @@ static void i8042_write(void *opaque, uint16_t port, const uint8_t *data, unsign
 	int irq = -1;
 
 	pthread_mutex_lock(&k->lock);
+	k->status &= (uint8_t)~STS_TIMEOUT;   /* it reports the previous byte only */
 	if (port == PORT_I8042_CMD)
 		reset = command_locked(k, data[0]);
 	else

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "devices.h"
 #include "evloop.h"
 #include "log.h"
 #include "serial.h"
@@ -75,7 +76,7 @@ static void do_reset(struct vmm *m, bool guest, const char *reason)
 static void handle_requests(void *opaque, int fd, uint32_t events)
 {
 	struct vmm *m = opaque;
-	char detail[512];
+	char detail[4096];
 	json_t *ev;
 	int code = 0;
 	enum vm_req req = vm_take_request(m->vm, &code, detail, sizeof(detail));
@@ -346,6 +347,9 @@ static int setup_loop(struct vmm *m, char *err, size_t errlen)
 	if (ret < 0)
 		goto fail;
 	ret = serial_attach(m->vm->serial, m->loop, serial_quit, m, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = devices_attach(m->vm, m->loop, err, errlen);
 	if (ret < 0)
 		return ret;
 	if (m->cfg.control) {

@@ -655,8 +655,9 @@ static int serial_load(void *state, json_t *saved, char *err, size_t errlen)
 		buf[i] = (uint8_t)json_integer_value(e);
 	}
 	pthread_mutex_lock(&s->lock);
-	s->ier = (uint8_t)v[0]; s->fcr = (uint8_t)v[1]; s->lcr = (uint8_t)v[2];
-	s->mcr = (uint8_t)v[3]; s->lsr = (uint8_t)v[4]; s->msr = (uint8_t)v[5];
+	/* Only bits a 16550A can hold: a saved state never shows others. */
+	s->ier = (uint8_t)v[0] & 0x0f; s->fcr = (uint8_t)v[1] & 0xc9; s->lcr = (uint8_t)v[2];
+	s->mcr = (uint8_t)v[3] & 0x1f; s->lsr = (uint8_t)v[4] & LSR_OE; s->msr = (uint8_t)v[5];
 	s->scr = (uint8_t)v[6]; s->dll = (uint8_t)v[7]; s->dlm = (uint8_t)v[8];
 	s->thr_pending = json_is_true(tp);
 	memcpy(s->rx, buf, json_array_size(rx));

@@ -305,7 +305,7 @@ static bool wait_turn(struct vcpu *v)
 
 static void crash(struct vcpu *v, const char *what)
 {
-	char regs[1536];
+	char regs[2048];
 
 	vcpu_dump(v, regs, sizeof(regs));
 	vm_request(v->vm, VM_REQ_CRASH, 0, "vCPU %u: %s\n%s", v->index, what, regs);

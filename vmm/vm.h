@@ -91,7 +91,7 @@ struct vm {
 	bool reset_pending;
 	enum vm_req end_req;
 	int end_code;
-	char end_detail[512];
+	char end_detail[4096];
 
 	atomic_ulong emul_count[EMUL_NR_KINDS];
 	uint64_t start_ns;
