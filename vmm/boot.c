@@ -161,7 +161,13 @@ static int prepare_bzimage(struct boot_plan *bp, const uint8_t *hdr, uint64_t fs
 	align = get32(hdr + HDR_KERNEL_ALIGNMENT);
 	if (hdr[HDR_RELOCATABLE] && align && !(align & (align - 1)) && load <= UINT64_MAX - align)
 		run = ALIGN_UP(load, (uint64_t)align);
-	if (run > UINT64_MAX - init_size || check_ram(gm, load, run - load + init_size)) {
+	if (run + init_size > HIGH_RAM_START || run > UINT64_MAX - init_size) {
+		snprintf(err, errlen, "kernel '%s' asks to run at 0x%llx, above 4 GiB, where the "
+			 "64-bit boot protocol's identity map does not reach", bp->kernel_path,
+			 (unsigned long long)run);
+		return -EINVAL;
+	}
+	if (check_ram(gm, load, run - load + init_size)) {
 		snprintf(err, errlen, "kernel '%s' runs at 0x%llx and needs %llu MiB of RAM from "
 			 "there: give the VM more --memory", bp->kernel_path,
 			 (unsigned long long)run, (unsigned long long)(init_size >> 20) + 1);
@@ -205,8 +211,10 @@ static int find_pvh_note(int fd, const Elf64_Phdr *ph, uint64_t fsize, uint64_t 
 		name_off = off + sizeof(nh);
 		desc_off = name_off + ALIGN_UP((uint64_t)nh.n_namesz, 4);
 		next = desc_off + ALIGN_UP((uint64_t)nh.n_descsz, 4);
-		if (desc_off > len || next > len || nh.n_descsz > len)
+		if (desc_off > len || next > len || nh.n_descsz > len) {
+			ret = -EINVAL;      /* a note running past its segment */
 			break;
+		}
 		if (nh.n_type == XEN_ELFNOTE_PHYS32_ENTRY && nh.n_namesz == 4 &&
 		    !memcmp(buf + name_off, "Xen", 4)) {
 			if (nh.n_descsz == 4)
@@ -331,6 +339,12 @@ static int prepare_elf(struct boot_plan *bp, int fd, uint64_t fsize, enum boot_p
 	} else {
 		bp->entry = BOOT_ENTRY_LINUX64;
 		bp->entry_addr = eh.e_entry;
+	}
+	if (bp->entry == BOOT_ENTRY_LINUX64 && bp->kernel_end > HIGH_RAM_START) {
+		snprintf(err, errlen, "kernel '%s': ELF segments end at 0x%llx, above 4 GiB, where "
+			 "the 64-bit boot protocol's identity map does not reach", bp->kernel_path,
+			 (unsigned long long)bp->kernel_end);
+		return -EINVAL;
 	}
 	if (bp->entry_addr < bp->kernel_start || bp->entry_addr >= bp->kernel_end ||
 	    (bp->entry == BOOT_ENTRY_PVH && bp->entry_addr > UINT32_MAX)) {

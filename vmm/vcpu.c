@@ -68,9 +68,11 @@ static const struct { uint32_t index; uint64_t value; } boot_msrs[] = {
 
 static int set_boot_msrs(struct vcpu *v)
 {
-	struct {
+	/* struct kvm_msrs ends in a flexible array: give it room for ours. */
+	union {
 		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[ARRAY_SIZE(boot_msrs)];
+		uint8_t bytes[sizeof(struct kvm_msrs) +
+			      ARRAY_SIZE(boot_msrs) * sizeof(struct kvm_msr_entry)];
 	} msrs;
 	unsigned n = 0;
 	int ret;
@@ -79,8 +81,8 @@ static int set_boot_msrs(struct vcpu *v)
 	for (size_t i = 0; i < ARRAY_SIZE(boot_msrs); i++) {
 		if (!kvm_msr_supported(&v->vm->kh, boot_msrs[i].index))
 			continue;
-		msrs.e[n].index = boot_msrs[i].index;
-		msrs.e[n].data = boot_msrs[i].value;
+		msrs.hdr.entries[n].index = boot_msrs[i].index;
+		msrs.hdr.entries[n].data = boot_msrs[i].value;
 		n++;
 	}
 	msrs.hdr.nmsrs = n;
@@ -88,7 +90,7 @@ static int set_boot_msrs(struct vcpu *v)
 	if (ret < 0)
 		return -errno;
 	if ((unsigned)ret != n) {
-		log_error("vCPU %u: KVM refused MSR 0x%x", v->index, msrs.e[ret].index);
+		log_error("vCPU %u: KVM refused MSR 0x%x", v->index, msrs.hdr.entries[ret].index);
 		return -EINVAL;
 	}
 	return 0;

@@ -24,48 +24,7 @@ static long now_ms(void)
 
 int vmmproc_start(struct vmmproc *p, const char *vmm, const char *const *args, bool with_control)
 {
-	static int seq;
-	const char *argv[64];
-	int out[2], err[2], n = 0;
-
-	memset(p, 0, sizeof(*p));
-	p->status = -1;
-	if (with_control)
-		snprintf(p->sock, sizeof(p->sock), "/tmp/drover-test-%d-%d.sock", getpid(), seq++);
-	argv[n++] = vmm;
-	for (int i = 0; args[i] && n < 60; i++)
-		argv[n++] = args[i];
-	if (with_control) {
-		argv[n++] = "--control";
-		argv[n++] = p->sock;
-	}
-	argv[n] = NULL;
-	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
-		return -errno;
-	p->pid = fork();
-	if (p->pid < 0)
-		return -errno;
-	if (p->pid == 0) {
-		int devnull = open("/dev/null", O_RDONLY);
-
-		/* A test that fails half way must not leave its VM running. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-
-		dup2(devnull, 0);
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		execv(vmm, (char *const *)argv);
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	p->out_fd = out[0];
-	p->err_fd = err[0];
-	fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
-	fcntl(p->err_fd, F_SETFL, O_NONBLOCK);
-	p->out = calloc(1, 1);
-	p->err = calloc(1, 1);
-	return 0;
+	return vmmproc_start_setup(p, vmm, args, with_control, NULL, NULL);
 }
 
 static void drain(int *fd, char **buf, size_t *len)
@@ -346,7 +305,7 @@ int vmmproc_start_setup(struct vmmproc *p, const char *vmm, const char *const *a
 	p->status = -1;
 	p->out_fd = p->err_fd = -1;
 	if (with_control)
-		snprintf(p->sock, sizeof(p->sock), "/tmp/drover-test-%d-s%d.sock", getpid(), seq++);
+		snprintf(p->sock, sizeof(p->sock), "/tmp/drover-test-%d-%d.sock", getpid(), seq++);
 	argv[n++] = vmm;
 	for (int i = 0; args[i] && n < 60; i++)
 		argv[n++] = args[i];
@@ -383,6 +342,8 @@ int vmmproc_start_setup(struct vmmproc *p, const char *vmm, const char *const *a
 			dprintf(2, "vmmproc: setting up the child: %s\n", strerror(-ret));
 			_exit(VMMPROC_SETUP_FAILED);
 		}
+		/* After the setup: a change of credentials clears it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execv(vmm, (char *const *)argv);
 		_exit(127);
 	}
