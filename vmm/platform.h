@@ -22,4 +22,8 @@ struct platform_desc {
 	uint8_t com1_irq;
 };
 
+/* drover's PC: vCPU i has APIC id i, the I/O APIC the next id, and the
+ * fixed ports and addresses of layout.h. */
+void platform_desc_init(struct platform_desc *pd, unsigned ncpus);
+
 #endif

@@ -63,26 +63,6 @@ static int check_limits(struct vm *vm, const struct vmm_config *cfg, char *err, 
 	return 0;
 }
 
-static void platform_init(struct vm *vm)
-{
-	struct platform_desc *pd = &vm->pd;
-
-	memset(pd, 0, sizeof(*pd));
-	pd->ncpus = vm->ncpus;
-	for (unsigned i = 0; i < vm->ncpus; i++)
-		pd->apic_id[i] = (uint8_t)i;
-	pd->ioapic_id = (uint8_t)vm->ncpus;
-	pd->ioapic_addr = IOAPIC_ADDR;
-	pd->ioapic_pins = 24;
-	pd->lapic_addr = LAPIC_ADDR;
-	pd->sleep_ctl_port = PORT_ACPI_SLEEP_CTL;
-	pd->sleep_sts_port = PORT_ACPI_SLEEP_STS;
-	pd->reset_port = PORT_ACPI_RESET;
-	pd->reset_value = ACPI_RESET_VALUE;
-	pd->com1_port = PORT_COM1;
-	pd->com1_irq = IRQ_COM1;
-}
-
 static int map_memory(struct vm *vm, char *err, size_t errlen)
 {
 	int ret = guest_mem_init(&vm->mem, vm->cfg->memory);
@@ -227,7 +207,7 @@ int vm_create(struct vm **out, const struct vmm_config *cfg, char *err, size_t e
 	ret = cpuid_mask_parse(cfg->cpu_features, &vm->cpumask, err, errlen);
 	if (ret < 0)
 		goto err;
-	platform_init(vm);
+	platform_desc_init(&vm->pd, vm->ncpus);
 	ret = create_kvm_vm(vm, err, errlen);
 	if (ret < 0)
 		goto err;

@@ -550,24 +550,6 @@ static void check_firmware_area(const struct e820_entry *map, unsigned n, uint64
 			 (unsigned long long)addr, (unsigned long long)len);
 }
 
-static void make_platform(struct platform_desc *pd, unsigned ncpus)
-{
-	memset(pd, 0, sizeof(*pd));
-	pd->ncpus = ncpus;
-	for (unsigned i = 0; i < ncpus; i++)
-		pd->apic_id[i] = (uint8_t)i;
-	pd->ioapic_id = (uint8_t)ncpus;
-	pd->ioapic_addr = IOAPIC_ADDR;
-	pd->ioapic_pins = 24;
-	pd->lapic_addr = LAPIC_ADDR;
-	pd->sleep_ctl_port = PORT_ACPI_SLEEP_CTL;
-	pd->sleep_sts_port = PORT_ACPI_SLEEP_STS;
-	pd->reset_port = PORT_ACPI_RESET;
-	pd->reset_value = ACPI_RESET_VALUE;
-	pd->com1_port = PORT_COM1;
-	pd->com1_irq = IRQ_COM1;
-}
-
 /* The firmware tables a guest reads must lie outside RAM it may reuse:
  * the RSDP and every table the XSDT lists, the MP floating pointer and the
  * MP configuration table (built here as vm.c builds them). */
@@ -579,7 +561,7 @@ static void check_tables_not_ram(const struct guest_mem *gm, const struct e820_e
 	const uint8_t *p;
 	unsigned found_mp = 0;
 
-	make_platform(&pd, 2);
+	platform_desc_init(&pd, 2);
 	assert_int_equal(acpi_build(gm, &pd, &rsdp), 0);
 	assert_int_equal(mptable_build(gm, &pd), 0);
 	check_firmware_area(map, n, rsdp, 36, "the RSDP");
