@@ -481,6 +481,14 @@ static void write_gdt_and_page_tables(const struct guest_mem *gm)
 	uint64_t *pdpt = guest_mem_ptr(gm, PDPT_ADDR, 4096);
 	uint64_t *pd = guest_mem_ptr(gm, PD_ADDR, 4 * 4096);
 
+	/* At f000:fff0: mov $PORT_ACPI_RESET, %dx; mov $ACPI_RESET_VALUE, %al;
+	 * out %al, %dx; 1: cli; hlt; jmp 1b. */
+	static const uint8_t reset_stub[] = {
+		0xba, PORT_ACPI_RESET & 0xff, PORT_ACPI_RESET >> 8,
+		0xb0, ACPI_RESET_VALUE, 0xee, 0xfa, 0xf4, 0xeb, 0xfc,
+	};
+
+	guest_mem_write(gm, RESET_VECTOR_ADDR, reset_stub, sizeof(reset_stub));
 	guest_mem_write(gm, BOOT_GDT_ADDR, gdt, sizeof(gdt));
 	memset(guest_mem_ptr(gm, BOOT_IDT_ADDR, 16), 0, 16);
 	memset(pml4, 0, 4096);

@@ -8,7 +8,10 @@
  *   0x0002_0000  kernel command line (up to CMDLINE_MAX bytes)
  *   0x0009_fc00  EBDA (reserved up to 0xa0000)
  *   0x000e_0000  ACPI tables, RSDP first (reserved, 64 KiB)
- *   0x000f_0000  MP floating pointer and configuration table (reserved, 64 KiB)
+ *   0x000f_0000  MP floating pointer and configuration table (reserved)
+ *   0x000f_fff0  the real-mode reset vector (f000:fff0): a stub that resets
+ *                through the ACPI reset port, for guests that reboot through
+ *                "the BIOS" (Linux's reboot=b, its last resort)
  *   0x0010_0000  kernel (bzImage protected-mode part, or ELF segments where they ask)
  *   ...          initrd at the top of low RAM, below what the kernel header allows
  *   0xc000_0000  PCI hole (32-bit MMIO, ECAM, IOAPIC 0xfec00000, LAPIC 0xfee00000)
@@ -31,7 +34,8 @@
 #define ACPI_TABLES_ADDR     0xe0000ULL
 #define ACPI_TABLES_SIZE     0x10000ULL
 #define MPTABLE_ADDR         0xf0000ULL
-#define MPTABLE_SIZE         0x10000ULL
+#define MPTABLE_SIZE         0xff00ULL
+#define RESET_VECTOR_ADDR    0xffff0ULL
 #define BIOS_AREA_END        0x100000ULL
 #define KERNEL_DEFAULT_ADDR  0x100000ULL
 

@@ -278,7 +278,7 @@ static bool wait_turn(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
 	unsigned gen;
-	bool stop;
+	bool stop, halted;
 
 	pthread_mutex_lock(&vm->lock);
 	while (vm->pause_req && !vm->stop_req) {
@@ -289,9 +289,14 @@ static bool wait_turn(struct vcpu *v)
 	}
 	stop = vm->stop_req;
 	gen = vm->reset_gen;
+	halted = vm->guest_halted && v->reset_gen == gen;
 	pthread_mutex_unlock(&vm->lock);
 	if (stop)
 		return false;
+	if (halted) {
+		park_until_reset(v);
+		return wait_turn(v);
+	}
 	if (v->reset_gen != gen) {
 		int ret = vcpu_reset(v);
 

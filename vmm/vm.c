@@ -326,6 +326,7 @@ int vm_reset(struct vm *vm, char *err, size_t errlen)
 	}
 	if (vm->state == VM_RUNNING)
 		park_all_locked(vm);
+	vm->guest_halted = false;
 	ret = load_guest(vm, err, errlen);
 	if (ret == 0) {
 		devices_reset(vm);
@@ -365,6 +366,15 @@ void vm_request(struct vm *vm, enum vm_req req, int code, const char *fmt, ...)
 	uint64_t one = 1;
 	va_list ap;
 
+	if (req != VM_REQ_CRASH) {
+		/* The vCPU that crashed parks itself; here every vCPU must stop. */
+		pthread_mutex_lock(&vm->lock);
+		vm->guest_halted = true;
+		for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++)
+			if (vm->vcpus[i])
+				vcpu_kick(vm->vcpus[i]);
+		pthread_mutex_unlock(&vm->lock);
+	}
 	pthread_mutex_lock(&vm->req_lock);
 	if (req == VM_REQ_RESET) {
 		vm->reset_pending = true;

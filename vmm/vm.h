@@ -16,7 +16,13 @@
  *
  * Pausing: vm_pause sets pause_req and kicks every vCPU out of KVM_RUN (an
  * immediate_exit flag plus a signal); each vCPU thread parks on vm->cond and
- * counts itself in vm->parked; vm_pause returns when all are parked. */
+ * counts itself in vm->parked; vm_pause returns when all are parked.
+ *
+ * A guest that asks for a reset, a power-off or a debug exit stops there, as
+ * a machine whose reset line is pulled does: vm_request sets guest_halted and
+ * kicks every vCPU, and each parks until the main thread has acted (vm_reset
+ * clears the flag; an end joins the threads). Nothing the guest runs after
+ * the request (a fallback reboot method, a crash) can overtake it. */
 #ifndef DROVER_VM_H
 #define DROVER_VM_H
 
@@ -83,6 +89,7 @@ struct vm {
 	bool stop_req;
 	unsigned parked;
 	unsigned reset_gen;       /* bumped by vm_reset; each vCPU resets itself once */
+	bool guest_halted;        /* the guest asked for an end or a reset (above) */
 	enum vm_state state;
 
 	/* Requests from vCPU threads: the first terminal one wins. */
