@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
 	# build
 	build-essential cmake pkg-config
-	libjansson-dev
+	libjansson-dev liburing-dev zlib1g-dev
 	# tests
 	libcmocka-dev
 	qemu-system-x86 qemu-utils   # the conformance and benchmark peer

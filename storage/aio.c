@@ -1,0 +1,1 @@
+/* aio: being written */

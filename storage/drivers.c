@@ -1,0 +1,1 @@
+/* drivers: being written */
