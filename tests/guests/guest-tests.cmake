@@ -169,3 +169,227 @@ drover_guest_test(bootinfo-linux64 VMM drover GUEST bootinfo.elf MEMORY 64 INITR
                   CMDLINE "bootinfo.mem_mib=64 ${BOOTINFO_CMDLINE} bootinfo.sorted_map"
                   EXTRA_ARGS --boot-protocol linux64
                   CODE 0 EXPECT bootinfo.txt bootinfo-entry-linux64.txt bootinfo-sorted.txt)
+
+# ---- virtio-blk guests (blkcheck, blkbench) ----
+# drover_blk_test(NAME
+#   VMM qemu|drover
+#   FORMAT raw|qcow2 SIZE size   the image, made afresh under disks/ at test time
+#   [DISK opts]                  disk options, comma-separated: cache=none|writeback|
+#                                writethrough|unsafe, snapshot=on, readonly=on,
+#                                serial=ID, queues=N
+#   CMDLINE s EXPECT files...    the run (CODE 0 unless given)
+#   [CMDLINE2 s EXPECT2 files... [DISK2 opts]]
+#                                a second run on the same image
+#   [GUEST elf (blkcheck.elf)] [CODE c] [TIMEOUT sec (30)]
+#   [QEMU_MACHINE m] [QEMU_ARGS args...]
+#                                QEMU only: another -machine (default microvm with
+#                                pcie=on), more arguments (bus=... in DISK places
+#                                the device on a bridge they add)
+#   [PREFILL seed] [UNCHANGED] [CHECK seed])
+#                                before: blkcheck's pattern written by the host tool;
+#                                after: image file unchanged / pattern checked by it
+# QEMU gets -machine microvm with pcie=on, the image as -drive and a
+# virtio-blk-pci device (modern only); drover-vmm gets --disk.
+set(GUEST_BLK_RUNNER ${CMAKE_CURRENT_SOURCE_DIR}/run-blk.sh)
+
+# The VMM command for one run: vmm, guest, cmdline, image, format, disk
+# options, QEMU machine, then more QEMU arguments -> out_var.
+function(drover_blk_command out_var vmm guest cmdline image format opts machine)
+  set(bus "")
+  set(cache writeback)
+  set(snapshot off)
+  set(readonly off)
+  set(serial "")
+  set(queues "")
+  string(REPLACE "," ";" opts "${opts}")
+  foreach(o ${opts})
+    if(NOT o MATCHES "^(cache|snapshot|readonly|serial|queues|bus)=(.+)$")
+      message(FATAL_ERROR "drover_blk_test: disk option '${o}' unknown")
+    endif()
+    set(${CMAKE_MATCH_1} ${CMAKE_MATCH_2})
+  endforeach()
+  if(vmm STREQUAL "qemu")
+    set(drive "if=none,id=d0,file=${image},format=${format},cache=${cache}")
+    if(snapshot STREQUAL "on")
+      string(APPEND drive ",snapshot=on")
+    endif()
+    if(readonly STREQUAL "on")
+      string(APPEND drive ",readonly=on")
+    endif()
+    set(device "virtio-blk-pci,drive=d0,disable-legacy=on")
+    if(serial)
+      string(APPEND device ",serial=${serial}")
+    endif()
+    if(queues)
+      string(APPEND device ",num-queues=${queues}")
+    endif()
+    if(bus)
+      string(APPEND device ",bus=${bus}")
+    endif()
+    set(cmd ${QEMU_SYSTEM_X86_64} -machine ${machine}
+        -cpu qemu64,-pni -m 256 -smp 1 -kernel ${guest} -nodefaults -no-user-config
+        -nographic -serial stdio -device isa-debug-exit,iobase=0x501,iosize=2
+        ${ARGN} -drive ${drive} -device ${device} -append "${cmdline}")
+  else()
+    if(bus OR ARGN)
+      message(FATAL_ERROR "drover_blk_test: bus= and QEMU_ARGS are for QEMU only")
+    endif()
+    set(disk "path=${image},format=${format},cache=${cache},snapshot=${snapshot}")
+    string(APPEND disk ",readonly=${readonly},id=d0")
+    if(serial)
+      string(APPEND disk ",serial=${serial}")
+    endif()
+    if(queues)
+      string(APPEND disk ",queues=${queues}")
+    endif()
+    set(cmd $<TARGET_FILE:drover-vmm> --kernel ${guest} --cmdline "${cmdline}"
+        --memory 256M --cpus 1 --serial stdio --disk ${disk})
+  endif()
+  set(${out_var} ${cmd} PARENT_SCOPE)
+endfunction()
+
+function(drover_blk_test name)
+  cmake_parse_arguments(T "UNCHANGED"
+    "VMM;GUEST;FORMAT;SIZE;DISK;DISK2;CMDLINE;CMDLINE2;CODE;TIMEOUT;PREFILL;CHECK;QEMU_MACHINE"
+    "EXPECT;EXPECT2;QEMU_ARGS" ${ARGN})
+  if(NOT T_QEMU_MACHINE)
+    set(T_QEMU_MACHINE microvm,accel=kvm,pcie=on,acpi=on)
+  endif()
+  if(NOT T_GUEST)
+    set(T_GUEST blkcheck.elf)
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 30)
+  endif()
+  if(NOT DEFINED T_CODE)
+    set(T_CODE 0)
+  endif()
+  if(NOT DEFINED T_DISK2)
+    set(T_DISK2 "${T_DISK}")
+  endif()
+  if(T_VMM STREQUAL "qemu")
+    math(EXPR status "(${T_CODE} << 1) | 1")
+  elseif(T_VMM STREQUAL "drover")
+    math(EXPR status "16 + ${T_CODE}")
+  else()
+    message(FATAL_ERROR "drover_blk_test(${name}): VMM must be qemu or drover")
+  endif()
+  set(test guest.${T_VMM}.${name})
+  set(guest ${CMAKE_CURRENT_BINARY_DIR}/${T_GUEST})
+  set(image ${CMAKE_CURRENT_BINARY_DIR}/disks/${test}.${T_FORMAT})
+
+  set(args --image ${image} --format ${T_FORMAT} --size ${T_SIZE}
+      --tool $<TARGET_FILE:blkpattern>)
+  if(DEFINED T_PREFILL)
+    list(APPEND args --prefill ${T_PREFILL})
+  endif()
+  if(T_UNCHANGED)
+    list(APPEND args --unchanged)
+  endif()
+  if(DEFINED T_CHECK)
+    list(APPEND args --check ${T_CHECK})
+  endif()
+  list(APPEND args --)
+
+  set(runs 1)
+  if(DEFINED T_CMDLINE2)
+    set(runs 2)
+  endif()
+  foreach(run RANGE 1 ${runs})
+    if(run EQUAL 1)
+      set(cmdline "${T_CMDLINE}")
+      set(expect ${T_EXPECT})
+      set(opts "${T_DISK}")
+    else()
+      list(APPEND args ---)
+      set(cmdline "${T_CMDLINE2}")
+      set(expect ${T_EXPECT2})
+      set(opts "${T_DISK2}")
+    endif()
+    list(APPEND args --timeout ${T_TIMEOUT} --status ${status})
+    foreach(e ${expect})
+      list(APPEND args --expect ${GUEST_EXPECT_DIR}/${e})
+    endforeach()
+    drover_blk_command(cmd ${T_VMM} ${guest} "${cmdline}" ${image} ${T_FORMAT} "${opts}"
+                       ${T_QEMU_MACHINE} ${T_QEMU_ARGS})
+    list(APPEND args -- ${cmd})
+  endforeach()
+
+  math(EXPR ctest_timeout "${T_TIMEOUT} * ${runs} + 30")
+  add_test(NAME ${test} COMMAND ${GUEST_BLK_RUNNER} ${args})
+  set_tests_properties(${test} PROPERTIES LABELS vmm TIMEOUT ${ctest_timeout})
+endfunction()
+
+# The cases, under QEMU and (once drover-vmm has virtio-blk) under drover.
+# A raw image of 32 MiB is written whole; a qcow2 image of 3 GiB gets the
+# spread of regions (blkpattern.h): cluster and L2-table boundaries, the end.
+set(BLK_VMMS qemu)
+if(DROVER_HAVE_VIRTIO_BLK)
+  list(APPEND BLK_VMMS drover)
+endif()
+set(BLK_RAW_SIZE 32M)
+set(BLK_RAW_SECTORS 65536)
+set(BLK_QCOW2_SIZE 3G)
+set(BLK_QCOW2_SECTORS 6291456)
+foreach(vmm ${BLK_VMMS})
+  foreach(cache none writeback writethrough unsafe)
+    drover_blk_test(blkcheck-raw-${cache} VMM ${vmm} FORMAT raw SIZE ${BLK_RAW_SIZE}
+                    DISK "cache=${cache}" CHECK 21
+                    CMDLINE "blkcheck.seed=21 blkcheck.sectors=${BLK_RAW_SECTORS}"
+                    EXPECT blkcheck.txt blkcheck-whole.txt blkcheck-ecam.txt)
+    drover_blk_test(blkcheck-qcow2-${cache} VMM ${vmm} FORMAT qcow2 SIZE ${BLK_QCOW2_SIZE}
+                    DISK "cache=${cache}" CHECK 22
+                    CMDLINE "blkcheck.seed=22 blkcheck.sectors=${BLK_QCOW2_SECTORS}"
+                    EXPECT blkcheck.txt blkcheck-spread.txt blkcheck-ecam.txt)
+  endforeach()
+  # snapshot=on: the guest writes, the file keeps what it had.
+  drover_blk_test(blkcheck-raw-snapshot VMM ${vmm} FORMAT raw SIZE ${BLK_RAW_SIZE}
+                  DISK "cache=none,snapshot=on" PREFILL 3 UNCHANGED CHECK 3
+                  CMDLINE "blkcheck.seed=4" EXPECT blkcheck.txt)
+  drover_blk_test(blkcheck-qcow2-snapshot VMM ${vmm} FORMAT qcow2 SIZE ${BLK_QCOW2_SIZE}
+                  DISK "cache=writeback,snapshot=on" UNCHANGED
+                  CMDLINE "blkcheck.seed=5" EXPECT blkcheck.txt)
+  # readonly=on: RO offered, writes fail with IOERR, reads see the host's pattern.
+  drover_blk_test(blkcheck-raw-readonly VMM ${vmm} FORMAT raw SIZE ${BLK_RAW_SIZE}
+                  DISK "cache=none,readonly=on" PREFILL 6 UNCHANGED CHECK 6
+                  CMDLINE "blkcheck.seed=6 blkcheck.readonly" EXPECT blkcheck-readonly.txt)
+  drover_blk_test(blkcheck-queues4 VMM ${vmm} FORMAT raw SIZE ${BLK_RAW_SIZE}
+                  DISK "cache=none,queues=4" CHECK 7
+                  CMDLINE "blkcheck.seed=7" EXPECT blkcheck.txt blkcheck-queues4.txt)
+  drover_blk_test(blkcheck-serial VMM ${vmm} FORMAT raw SIZE ${BLK_RAW_SIZE}
+                  DISK "cache=writeback,serial=drover-disk-0042"
+                  CMDLINE "blkcheck.seed=8 blkcheck.serial=drover-disk-0042"
+                  EXPECT blkcheck.txt blkcheck-serial.txt)
+  # What one VM wrote (and flushed), the next VM and the host tool read.
+  foreach(format raw qcow2)
+    if(format STREQUAL "raw")
+      set(size ${BLK_RAW_SIZE})
+    else()
+      set(size ${BLK_QCOW2_SIZE})
+    endif()
+    drover_blk_test(blkcheck-${format}-two-runs VMM ${vmm} FORMAT ${format} SIZE ${size}
+                    DISK "cache=none" CHECK 9
+                    CMDLINE "blkcheck.seed=9" EXPECT blkcheck.txt
+                    CMDLINE2 "blkcheck.seed=9 blkcheck.verify_only"
+                    EXPECT2 blkcheck-verify.txt)
+  endforeach()
+  # Configuration mechanism #1 instead of ECAM. QEMU's microvm has no ports
+  # 0xCF8/0xCFC: q35 has them (and SeaBIOS, which places the BARs: 3 s more).
+  set(machine "")
+  if(vmm STREQUAL "qemu")
+    set(machine QEMU_MACHINE q35,accel=kvm)
+  endif()
+  drover_blk_test(blkcheck-cf8 VMM ${vmm} FORMAT raw SIZE ${BLK_RAW_SIZE} ${machine}
+                  DISK "cache=writeback" CMDLINE "blkcheck.seed=10 blkcheck.pci=cf8"
+                  EXPECT blkcheck.txt blkcheck-cf8.txt)
+  drover_blk_test(blkbench VMM ${vmm} GUEST blkbench.elf FORMAT raw SIZE 64M
+                  DISK "cache=none" CMDLINE "blkbench.ms=100" EXPECT blkbench.txt)
+endforeach()
+
+# Behind PCIe root ports (QEMU only; drover-vmm has no bridges): bus numbers
+# and bridge windows come from the guest.
+drover_blk_test(blkcheck-bridge VMM qemu FORMAT raw SIZE ${BLK_RAW_SIZE}
+                QEMU_ARGS -device pcie-root-port,id=rp0,chassis=1,slot=1
+                          -device pcie-root-port,id=rp1,chassis=2,slot=2
+                DISK "cache=writeback,bus=rp1" CHECK 12 CMDLINE "blkcheck.seed=12"
+                EXPECT blkcheck.txt blkcheck-bridge-qemu.txt)

@@ -94,6 +94,40 @@ static inline void mmio_write32(uint64_t addr, uint32_t v)
 {
 	*(volatile uint32_t *)addr = v;
 }
+static inline uint16_t inw(uint16_t port)
+{
+	uint16_t v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline uint32_t inl(uint16_t port)
+{
+	uint32_t v;
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline uint8_t mmio_read8(uint64_t addr)
+{
+	return *(volatile uint8_t *)addr;
+}
+static inline uint16_t mmio_read16(uint64_t addr)
+{
+	return *(volatile uint16_t *)addr;
+}
+static inline void mmio_write8(uint64_t addr, uint8_t v)
+{
+	*(volatile uint8_t *)addr = v;
+}
+static inline void mmio_write16(uint64_t addr, uint16_t v)
+{
+	*(volatile uint16_t *)addr = v;
+}
+/* A full fence: stores to shared rings become visible before the loads
+ * that follow (avail->idx before reading the device's used->flags). */
+static inline void mb(void)
+{
+	__asm__ volatile("mfence" ::: "memory");
+}
 /* A pointer to physical memory (identity mapped). The empty asm hides the
  * constant from GCC, which otherwise takes low addresses for NULL + offset. */
 static inline void *phys(uint64_t addr)
@@ -203,6 +237,216 @@ int strncmp(const char *a, const char *b, size_t n);
 
 /* CRC-32 (IEEE 802.3, reflected, as gzip's trailer holds it). */
 uint32_t crc32_ieee(const void *data, uint64_t len);
+
+/* Error numbers as Linux has them (the lib returns 0 or -errno). */
+#define ENOENT     2
+#define EIO        5
+#define ENOMEM     12
+#define ENODEV     19
+#define EINVAL     22
+#define ENOSPC     28
+#define ERANGE     34
+#define ENOTSUP    95
+#define ETIMEDOUT  110
+
+/* ---- PCI (lib/pci.c) ----
+ * Configuration space through ECAM (the ACPI MCFG table, else the host
+ * bridge's _CBA in the DSDT) or, without either, configuration mechanism
+ * #1 (ports 0xCF8/0xCFC). pci_scan() walks bus 0 and whatever sits behind
+ * bridges, numbers the buses, sizes every BAR and places the memory BARs
+ * nobody placed (no firmware runs before a PVH guest) inside the 32-bit
+ * window given to pci_init(). ECAM and the window must lie in 3-4 GiB,
+ * which head.S maps uncached for ring 3. */
+#define PCI_MAX_DEVS     32
+#define PCI_NUM_BARS     6
+
+#define PCI_VENDOR_ID    0x00
+#define PCI_DEVICE_ID    0x02
+#define PCI_COMMAND      0x04
+#define PCI_STATUS       0x06
+#define PCI_CLASS_REV    0x08
+#define PCI_HEADER_TYPE  0x0e
+#define PCI_BAR0         0x10
+#define PCI_CAP_PTR      0x34
+
+#define PCI_COMMAND_IO      0x0001
+#define PCI_COMMAND_MEMORY  0x0002
+#define PCI_COMMAND_MASTER  0x0004
+#define PCI_COMMAND_INTX_DISABLE 0x0400
+#define PCI_STATUS_CAP_LIST 0x0010
+
+#define PCI_CAP_ID_MSIX  0x11
+#define PCI_CAP_ID_VNDR  0x09
+
+enum pci_access { PCI_ACCESS_NONE, PCI_ACCESS_ECAM, PCI_ACCESS_CF8 };
+
+struct pci_bar {
+	uint64_t addr, size;        /* size 0: no BAR here */
+	uint8_t is_io, is_64, prefetch;
+	uint8_t placed;             /* 1: pci_scan() chose the address */
+};
+
+struct pci_dev {
+	uint8_t bus, dev, fn;
+	uint8_t header_type;        /* without the multi-function bit */
+	uint16_t vendor, device;
+	uint32_t class_rev;         /* class, subclass, prog-if, revision */
+	struct pci_bar bar[PCI_NUM_BARS];
+};
+
+struct pci {
+	enum pci_access access;
+	const char *ecam_source;    /* which table or ports described it */
+	uint64_t ecam_base;         /* the address of bus 0 */
+	uint8_t bus_first, bus_last;
+	uint64_t win_base, win_end; /* the 32-bit memory window, end exclusive */
+	uint64_t win_next;          /* where the next BAR goes */
+	uint8_t next_bus;
+	unsigned ndevs, nbridges;
+	struct pci_dev devs[PCI_MAX_DEVS];
+	char error[128];            /* why the last call failed */
+};
+
+/* access: PCI_ACCESS_ECAM or _CF8 to insist on one, PCI_ACCESS_NONE for
+ * ECAM when ACPI describes it, else 0xCF8/0xCFC. -ENODEV when neither
+ * is there (0xCF8 reads back all ones). */
+int pci_init(struct pci *p, enum pci_access access, uint64_t win_base, uint64_t win_end);
+int pci_scan(struct pci *p);
+const char *pci_access_name(enum pci_access a);
+uint8_t pci_read8(const struct pci *p, const struct pci_dev *d, unsigned off);
+uint16_t pci_read16(const struct pci *p, const struct pci_dev *d, unsigned off);
+uint32_t pci_read32(const struct pci *p, const struct pci_dev *d, unsigned off);
+void pci_write8(const struct pci *p, const struct pci_dev *d, unsigned off, uint8_t v);
+void pci_write16(const struct pci *p, const struct pci_dev *d, unsigned off, uint16_t v);
+void pci_write32(const struct pci *p, const struct pci_dev *d, unsigned off, uint32_t v);
+/* The offset of the first capability with this id after `after` (0: from
+ * the start of the list); 0 when there is none. */
+unsigned pci_find_cap(const struct pci *p, const struct pci_dev *d, uint8_t id, unsigned after);
+/* Memory decoding and bus mastering on, INTx off (the guests poll). */
+void pci_enable(const struct pci *p, const struct pci_dev *d);
+/* The index-th device with this vendor and device id; NULL if none. */
+struct pci_dev *pci_find(struct pci *p, uint16_t vendor, uint16_t device, unsigned index);
+
+/* ---- guest memory for devices (lib/virtio.c) ----
+ * Bump allocation from the largest usable RAM range above the image and
+ * below 4 GiB (identity mapped, so an address is also what a device DMAs
+ * to). Nothing is ever freed. */
+struct dma_pool {
+	uint64_t next, end;
+};
+int dma_pool_init(struct dma_pool *pool);
+/* Zeroed memory, align a power of two; NULL when the pool is exhausted. */
+void *dma_alloc(struct dma_pool *pool, uint64_t size, uint64_t align);
+
+/* ---- virtio over PCI, modern interface (lib/virtio.c) ----
+ * virtio 1.2 §4.1 and §2.7 (split virtqueues). Completions are polled from
+ * the used rings: the driver asks for no interrupts and leaves MSI-X off.
+ * Device status, feature and queue registers follow the spec's
+ * initialisation order (§3.1.1): reset, ACKNOWLEDGE, DRIVER, features,
+ * FEATURES_OK (read back), queues, DRIVER_OK. */
+#define VIRTIO_VENDOR_ID          0x1af4
+#define VIRTIO_PCI_DEVICE_ID(t)   (0x1040 + (t))
+
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER      2
+#define VIRTIO_STATUS_DRIVER_OK   4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED      128
+
+#define VIRTIO_F_INDIRECT_DESC    28
+#define VIRTIO_F_EVENT_IDX        29
+#define VIRTIO_F_VERSION_1        32
+#define VIRTIO_F_ACCESS_PLATFORM  33
+#define VIRTIO_F_RING_PACKED      34
+#define VIRTIO_F_NOTIFICATION_DATA 38
+
+#define VIRTQ_MAX_SIZE            256   /* the driver asks for no more */
+#define VIRTQ_DESC_F_NEXT         1
+#define VIRTQ_DESC_F_WRITE        2
+#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
+#define VIRTQ_USED_F_NO_NOTIFY    1
+
+struct virtq_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+struct virtq_used_elem {
+	uint32_t id, len;
+};
+
+/* One buffer of a request: the device reads it, or writes it if
+ * device_writes. */
+struct virtq_buf {
+	uint64_t addr;
+	uint32_t len;
+	int device_writes;
+};
+
+struct virtq {
+	uint16_t index, size;
+	volatile struct virtq_desc *desc;
+	volatile uint16_t *avail;          /* flags, idx, ring[size] */
+	volatile uint16_t *used;           /* flags, idx, then elements */
+	volatile struct virtq_used_elem *used_ring;
+	uint64_t notify;                   /* the queue's doorbell */
+	uint16_t free_head, num_free;
+	uint16_t avail_idx, last_used;
+	uint16_t pending;                  /* added since the last kick */
+	unsigned in_flight;                /* requests added, not yet used */
+	void *token[VIRTQ_MAX_SIZE];       /* per head descriptor */
+	uint16_t chain_len[VIRTQ_MAX_SIZE];
+	uint64_t kicks, kicks_skipped;     /* doorbells written / not needed */
+};
+
+struct virtio_dev {
+	const struct pci *pci;
+	const struct pci_dev *pdev;
+	uint64_t common, isr, device_cfg, notify_base;
+	uint32_t notify_mult, notify_len, device_cfg_len;
+	uint16_t max_queues;
+	uint64_t offered, features;
+	char error[128];
+};
+
+/* Finds the virtio structures, enables the function, resets the device
+ * and sets ACKNOWLEDGE and DRIVER. Needs time_init() (reset timeout). */
+int virtio_pci_open(struct virtio_dev *vd, const struct pci *p, const struct pci_dev *d);
+/* Accepts offered & wanted (VIRTIO_F_VERSION_1 always), sets FEATURES_OK
+ * and reads it back; -ENOTSUP (and FAILED set) when the device refuses or
+ * lacks a bit of `required`. */
+int virtio_negotiate(struct virtio_dev *vd, uint64_t wanted, uint64_t required);
+int virtio_has(const struct virtio_dev *vd, unsigned bit);
+/* Sets up virtqueue `index` with min(device's size, max_size) entries. */
+int virtq_init(struct virtio_dev *vd, struct virtq *q, struct dma_pool *pool,
+	       uint16_t index, uint16_t max_size);
+void virtio_driver_ok(struct virtio_dev *vd);
+/* Sets FAILED: the driver gives up on the device (§3.1.1 step 8). */
+void virtio_set_failed(struct virtio_dev *vd);
+uint8_t virtio_status(const struct virtio_dev *vd);
+void virtio_reset(struct virtio_dev *vd);
+/* Device-specific configuration, read with the access width the spec
+ * wants; the 64-bit read retries until config_generation holds still. */
+uint8_t virtio_cfg_read8(const struct virtio_dev *vd, unsigned off);
+uint16_t virtio_cfg_read16(const struct virtio_dev *vd, unsigned off);
+uint32_t virtio_cfg_read32(const struct virtio_dev *vd, unsigned off);
+uint64_t virtio_cfg_read64(const struct virtio_dev *vd, unsigned off);
+
+/* Adds one request (device-readable buffers before device-writable ones,
+ * as §2.7.4 wants) without notifying; -ENOSPC when the ring lacks free
+ * descriptors, -EINVAL for a malformed request. */
+int virtq_add(struct virtq *q, const struct virtq_buf *bufs, unsigned n, void *token);
+/* Makes what virtq_add() queued visible and rings the doorbell unless the
+ * device said it does not need it. */
+void virtq_kick(struct virtq *q);
+/* 1 and the token and used length of one completed request (in the order
+ * the device used them), 0 when none is waiting, -EIO when the device
+ * handed back a descriptor that heads no request of the driver's. */
+int virtq_poll(struct virtq *q, void **token, uint32_t *len);
+/* Requests added and not yet completed. */
+unsigned virtq_in_flight(const struct virtq *q);
 
 /* The guest's own code, called in ring 3 once boot information is saved and
  * the console is ready; its return value is the exit code. */
