@@ -317,7 +317,7 @@ function(drover_blk_test name)
 
   math(EXPR ctest_timeout "${T_TIMEOUT} * ${runs} + 30")
   add_test(NAME ${test} COMMAND ${GUEST_BLK_RUNNER} ${args})
-  set_tests_properties(${test} PROPERTIES LABELS vmm TIMEOUT ${ctest_timeout})
+  set_tests_properties(${test} PROPERTIES LABELS disks TIMEOUT ${ctest_timeout})
 endfunction()
 
 # The cases, under QEMU and (once drover-vmm has virtio-blk) under drover.
@@ -393,3 +393,23 @@ drover_blk_test(blkcheck-bridge VMM qemu FORMAT raw SIZE ${BLK_RAW_SIZE}
                           -device pcie-root-port,id=rp1,chassis=2,slot=2
                 DISK "cache=writeback,bus=rp1" CHECK 12 CMDLINE "blkcheck.seed=12"
                 EXPECT blkcheck.txt blkcheck-bridge-qemu.txt)
+
+# Crash safety: the VMM is killed (SIGKILL) while blkcrash writes and flushes
+# into a fresh qcow2; qemu-img check must find no corruption and every
+# flushed byte must be there (run-blkcrash.sh). QEMU proves the test itself.
+foreach(vmm ${BLK_VMMS})
+  foreach(variant "writeback;64K" "none;4K")
+    list(GET variant 0 cache)
+    list(GET variant 1 cluster)
+    set(test guest.${vmm}.blkcrash-${cache}-${cluster})
+    set(image ${CMAKE_CURRENT_BINARY_DIR}/disks/${test}.qcow2)
+    drover_blk_command(cmd ${vmm} ${CMAKE_CURRENT_BINARY_DIR}/blkcrash.elf
+                       "blkcrash.seed={SEED}" "{IMAGE}" qcow2 "cache=${cache}"
+                       microvm,accel=kvm,pcie=on,acpi=on)
+    add_test(NAME ${test}
+             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/run-blkcrash.sh --vmm ${vmm}
+                     --tool $<TARGET_FILE:blkpattern> --image ${image} --rounds 8
+                     --cluster-size ${cluster} -- ${cmd})
+    set_tests_properties(${test} PROPERTIES LABELS disks TIMEOUT 300)
+  endforeach()
+endforeach()

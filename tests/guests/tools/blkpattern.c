@@ -5,6 +5,10 @@
  *                                  zeroed range zeroes (the image keeps its
  *                                  size; its capacity is size / 512)
  *   blkpattern check IMAGE SEED    the same bytes must be there
+ *   blkpattern check-prefix IMAGE SEED BYTES
+ *                                  [0, BYTES) holds the plain pattern (what
+ *                                  blkcrash writes from the start of the
+ *                                  disk, without the plan's zeroed range)
  *
  * Exit status 0 when done / matching, 1 on a mismatch, 2 on bad usage or
  * an I/O error. */
@@ -26,6 +30,7 @@ struct image {
 	int fd;
 	uint64_t capacity;          /* sectors */
 	uint64_t seed;
+	int plain;                  /* no zeroed range: the pattern alone */
 	uint8_t *buf;
 };
 
@@ -36,6 +41,8 @@ static void expected(const struct image *im, uint8_t *buf, uint64_t off, uint64_
 	uint64_t zlo = z.start * BLK_SECTOR, zhi = (z.start + z.count) * BLK_SECTOR;
 
 	blkpat_fill(buf, im->seed, off, len);
+	if (im->plain)
+		return;
 	uint64_t lo = off > zlo ? off : zlo, hi = off + len < zhi ? off + len : zhi;
 	if (lo < hi)
 		memset(buf + (lo - off), 0, hi - lo);
@@ -102,8 +109,44 @@ static int parse_u64(const char *s, uint64_t *v)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: blkpattern write|check IMAGE SEED\n");
+	fprintf(stderr, "usage: blkpattern write|check IMAGE SEED\n"
+		"       blkpattern check-prefix IMAGE SEED BYTES\n");
 	return 2;
+}
+
+static int check_prefix(const char *path, const char *seed, const char *bytes)
+{
+	struct image im = { .path = path, .plain = 1 };
+	uint64_t len;
+	uint8_t *want;
+	int ret;
+
+	if (parse_u64(seed, &im.seed) || parse_u64(bytes, &len) || len % BLK_SECTOR) {
+		fprintf(stderr, "blkpattern: seed '%s' or byte count '%s' (a multiple of 512) "
+			"is not a number\n", seed, bytes);
+		return usage();
+	}
+	im.fd = open(path, O_RDONLY);
+	if (im.fd < 0) {
+		fprintf(stderr, "blkpattern: %s: %s\n", path, strerror(errno));
+		return 2;
+	}
+	im.buf = malloc(CHUNK);
+	want = malloc(CHUNK);
+	if (!im.buf || !want) {
+		fprintf(stderr, "blkpattern: out of memory\n");
+		ret = 2;
+	} else {
+		ret = len ? check_range(&im, (struct blk_range){ 0, len / BLK_SECTOR }, want) : 0;
+		ret = ret < 0 ? 2 : ret;
+	}
+	if (ret == 0)
+		printf("blkpattern: %s: the first %" PRIu64 " bytes hold seed %" PRIu64 "\n", path,
+		       len, im.seed);
+	free(want);
+	free(im.buf);
+	close(im.fd);
+	return ret;
 }
 
 int main(int argc, char **argv)
@@ -114,6 +157,8 @@ int main(int argc, char **argv)
 	uint8_t *want = NULL;
 	int writing, ret = 2;
 
+	if (argc == 5 && !strcmp(argv[1], "check-prefix"))
+		return check_prefix(argv[2], argv[3], argv[4]);
 	if (argc != 4 || (strcmp(argv[1], "write") && strcmp(argv[1], "check")))
 		return usage();
 	writing = strcmp(argv[1], "write") == 0;
