@@ -216,6 +216,9 @@ struct blk_req {
 /* A completion context owned by one thread: it submits there and reaps
  * there. depth bounds the requests in flight (further submits get -EAGAIN). */
 int blk_aio_new(struct blk_aio **out, unsigned depth, char *err, size_t errlen);
+/* The same without io_uring: every request runs on the worker threads
+ * (QEMU's aio=threads). */
+int blk_aio_new_threads(struct blk_aio **out, unsigned depth, char *err, size_t errlen);
 void blk_aio_free(struct blk_aio *a);      /* after blk_aio_drain */
 /* Readable (POLLIN) when completions are waiting: watch it, then reap. */
 int blk_aio_fd(const struct blk_aio *a);

@@ -86,6 +86,13 @@ struct blk {
 	bool delete_on_close;          /* snapshot=on overlays */
 	dev_t dev;                     /* identity of the protocol file (loops) */
 	ino_t ino;
+	/* Added with the layer's core (storage/blk.c): */
+	struct blk *overlay;           /* the node whose backing this is, or NULL */
+	bool force_share;              /* opened without the image lock (and its chain) */
+	bool probed_raw;               /* raw by probing, not by name: block-0 writes that
+					* would make it probe as another format fail */
+	char *backing_name;            /* backing file as the image records it, or NULL */
+	char *backing_fmt;             /* its format as recorded, or NULL */
 };
 
 /* Drivers known to the layer (storage/drivers.c lists them). */
@@ -94,6 +101,9 @@ extern const struct blk_driver blk_driver_raw;
 extern const struct blk_driver blk_driver_qcow2;
 const struct blk_driver *blk_driver_by_name(const char *name);
 const struct blk_driver *blk_protocol_for(const char *filename);
+/* The i-th linked driver (protocols first, then formats), NULL past the
+ * end: probing walks it. */
+const struct blk_driver *blk_driver_nth(size_t i);
 
 /* Opens a format node's backing file: name as recorded in the image
  * (relative to the directory of `of`), fmt or NULL to probe, read-only,
@@ -119,5 +129,30 @@ void blk_aio_complete(struct blk_aio *a, struct blk_req *req, int ret);
 
 /* Sums an iovec. */
 size_t blk_iov_size(const struct iovec *iov, int iovcnt);
+
+/* ---- added with the layer's core ---- */
+
+/* Records the backing file named in b's image (blk_info shows it).
+ * blk_open_backing calls it; a driver opened with no_backing calls it
+ * itself. 0 or -ENOMEM. */
+int blk_set_backing_name(struct blk *b, const char *name, const char *fmt);
+/* A protocol node's size follows its furthest write: drivers completing
+ * writes outside the synchronous verbs (ring completions) call this. */
+void blk_size_grow(struct blk *b, uint64_t end);
+
+/* A driver that must see its ring completion before the caller does (to
+ * finish a short transfer, to release a lock) puts the request on the ring
+ * with a hook: it runs on the reaping thread with the CQE's result and
+ * returns the request's result, or BLK_AIO_HANDED_ON after passing the
+ * request on (blk_aio_offload, or the ring again). */
+#define BLK_AIO_HANDED_ON 1
+typedef int blk_ring_hook(struct blk_aio *a, struct blk_req *req, int res);
+void blk_aio_ring_added_hook(struct blk_aio *a, struct blk_req *req, blk_ring_hook *hook);
+/* Runs fn(req) on a worker thread (fn NULL: req's synchronous verb on
+ * req->node) and completes req on a with its result. 0 or -errno.
+ * Request fields: priv[0] and priv[1] belong to aio.c; priv[2] and priv[3]
+ * to the driver that put the request on the ring. */
+typedef int blk_req_fn(struct blk_req *req);
+int blk_aio_offload(struct blk_aio *a, struct blk_req *req, blk_req_fn *fn);
 
 #endif
