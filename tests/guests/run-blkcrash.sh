@@ -71,9 +71,9 @@ for round in $(seq 1 "$rounds"); do
 		sed -i '$d' "$out"
 	fi
 	durable=$(grep '^blkcrash: durable' "$out" | tail -n 1 | awk '{print $3}')
-	if [ -z "$durable" ]; then
-		echo "round $round: the guest announced no flush before the kill:"; tail -n 20 "$out"; exit 1
-	fi
+	# Killed before the first flush (a slow start on a busy host): nothing
+	# is promised, but the image must still be consistent.
+	durable=${durable:-0}
 	check=$(qemu-img check "$image" 2>&1)
 	rc=$?
 	if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
