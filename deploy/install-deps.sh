@@ -14,6 +14,8 @@ packages=(
 	qemu-system-x86 qemu-utils   # the conformance and benchmark peer
 	acpica-tools                 # iasl checks the ACPI tables drover builds
 	gzip socat
+	python3                      # drover-img interoperability tests (stdlib only)
+	strace                       # qcow2 crash test: faults injected at chosen syscalls
 	# sanitizers and fuzzing
 	clang libclang-rt-14-dev
 	# tests/linux: building the small kernel from Debian's sources (issue #9)

@@ -4,8 +4,8 @@
  *   RSDP (first, so a scan of 0xe0000-0xfffff meets it at the area's start)
  *   DSDT, then every table of acpi_tables[] (FADT, MADT, ...)
  *   XSDT and RSDT last: they list the tables built before them.
- * Every table starts on a 16-byte boundary. Adding a table (MCFG, ...) takes a
- * build function and one line in acpi_tables[].
+ * Every table starts on a 16-byte boundary. Adding a table takes a build
+ * function and one line in acpi_tables[].
  *
  * Invariants: the area is zeroed before the build, so reserved fields and
  * padding read as zero; a table's checksum is computed only once its length
@@ -19,6 +19,7 @@
 
 #include "layout.h"
 #include "log.h"
+#include "pci.h"
 #include "util.h"
 
 #define ACPI_OEM_ID          "DROVER"
@@ -183,6 +184,7 @@ struct acpi_area {
 	uint32_t size;
 	uint32_t used;
 	uint64_t dsdt_gpa;
+	uint64_t pci_mmio64_base;  /* the PCI host bridge's 64-bit window */
 	unsigned ntables;
 	uint64_t table_gpa[ACPI_MAX_TABLES];
 };
@@ -292,6 +294,15 @@ static struct acpi_gas gas_io8(uint16_t port)
 #define RES_IO            0x47   /* type 0x08, length 7 */
 #define RES_IO_DECODE16   0x01
 #define RES_END_TAG       0x79   /* type 0x0f, length 1 */
+
+/* Large resource descriptors (ACPI 6.3, 6.4.3) */
+#define RES_DWORD_ADDR    0x87
+#define RES_WORD_ADDR     0x88
+#define RES_QWORD_ADDR    0x8a
+#define RES_ADDR_MEMORY   0
+#define RES_ADDR_BUS      2
+#define RES_ADDR_FIXED    0x0c   /* _MIF and _MAF set, positive decode, producer */
+#define RES_MEM_RW        0x01   /* read-write, non-cacheable */
 
 struct aml {
 	uint8_t *buf;
@@ -494,7 +505,7 @@ static void aml_name_buffer(struct aml *a, const char *name, const uint8_t *byte
 
 /* A resource template being assembled before it goes out as a Buffer. */
 struct aml_resources {
-	uint8_t b[64];
+	uint8_t b[128];
 	size_t len;
 	bool overflow;
 };
@@ -531,6 +542,28 @@ static void res_irq(struct aml_resources *r, uint8_t irq)
 	res_bytes(r, d, sizeof(d));
 }
 
+/* A Word/DWord/QWord Address Space Descriptor of `width` bytes per field:
+ * a fixed window [min, max] with no translation. */
+static void res_addr(struct aml_resources *r, uint8_t tag, unsigned width, uint8_t type,
+		     uint8_t type_flags, uint64_t min, uint64_t max)
+{
+	uint8_t d[3 + 3 + 5 * 8];
+	size_t n = 0;
+	uint16_t body = (uint16_t)(3 + 5 * width);
+	const uint64_t fields[5] = { 0, min, max, 0, max - min + 1 };
+
+	d[n++] = tag;
+	d[n++] = (uint8_t)body;
+	d[n++] = (uint8_t)(body >> 8);
+	d[n++] = type;
+	d[n++] = RES_ADDR_FIXED;
+	d[n++] = type_flags;
+	for (unsigned f = 0; f < 5; f++)
+		for (unsigned i = 0; i < width; i++)
+			d[n++] = (uint8_t)(fields[f] >> (8 * i));
+	res_bytes(r, d, n);
+}
+
 /* Name (_CRS, ResourceTemplate () { ... }); a zero end-tag checksum means
  * "treat as valid". */
 static void aml_crs(struct aml *a, struct aml_resources *r)
@@ -562,6 +595,52 @@ static void aml_isa_device(struct aml *a, const char *name, const char *eisa_id,
 	aml_close(a);
 }
 
+/* The PCI host bridge (pci.h): ECAM segment 0, bus 0..255, the I/O ports of
+ * configuration mechanism #1, both MMIO windows, and a _PRT that wires pin
+ * p of slot s to GSI 16 + (s + p) % 4 (level-triggered, shared). */
+static void aml_pci_host_bridge(struct aml *a, uint64_t mmio64_base)
+{
+	struct aml_resources r = { .len = 0 };
+
+	aml_device_begin(a, "PCI0");
+	aml_name_begin(a, "_HID");
+	aml_eisa_id(a, "PNP0A08");
+	aml_name_begin(a, "_CID");
+	aml_eisa_id(a, "PNP0A03");
+	aml_name_begin(a, "_SEG");
+	aml_integer(a, 0);
+	aml_name_begin(a, "_BBN");
+	aml_integer(a, 0);
+	aml_name_begin(a, "_UID");
+	aml_integer(a, 0);
+	res_addr(&r, RES_WORD_ADDR, 2, RES_ADDR_BUS, 0, 0, 0xff);
+	res_io(&r, PCI_CONFIG_ADDR_PORT, 8);
+	res_addr(&r, RES_DWORD_ADDR, 4, RES_ADDR_MEMORY, RES_MEM_RW, PCI_MMIO32_BASE,
+		 PCI_MMIO32_BASE + PCI_MMIO32_SIZE - 1);
+	res_addr(&r, RES_QWORD_ADDR, 8, RES_ADDR_MEMORY, RES_MEM_RW, mmio64_base,
+		 mmio64_base + PCI_MMIO64_SIZE - 1);
+	aml_crs(a, &r);
+
+	aml_name_begin(a, "_PRT");
+	aml_byte(a, AML_PACKAGE);
+	aml_open(a);
+	aml_byte(a, (PCI_MAX_SLOTS - 1) * 4);
+	for (unsigned slot = 1; slot < PCI_MAX_SLOTS; slot++) {
+		for (unsigned pin = 0; pin < 4; pin++) {
+			aml_byte(a, AML_PACKAGE);
+			aml_open(a);
+			aml_byte(a, 4);
+			aml_integer(a, (uint64_t)slot << 16 | 0xffff);
+			aml_integer(a, pin);
+			aml_integer(a, 0);
+			aml_integer(a, PCI_INTX_GSI_BASE + (slot + pin) % 4);
+			aml_close(a);
+		}
+	}
+	aml_close(a);
+	aml_close(a);
+}
+
 /* ---- tables ---------------------------------------------------------- */
 
 /* The VMM's sleep control register powers off on SLP_TYP 5 (in both the
@@ -581,6 +660,7 @@ static int build_dsdt(struct acpi_area *a, const struct platform_desc *pd, uint6
 	aml_scope_begin(&aml, "\\_SB");
 	aml_isa_device(&aml, "COM1", "PNP0501", 0, pd->com1_port, 8, pd->com1_irq);
 	aml_isa_device(&aml, "RTC", "PNP0B00", 0, PORT_CMOS_INDEX, 2, IRQ_RTC);
+	aml_pci_host_bridge(&aml, a->pci_mmio64_base);
 	aml_close(&aml);
 	aml_name_package(&aml, "\\_S5", s5, ARRAY_SIZE(s5));
 
@@ -662,6 +742,36 @@ static int build_madt(struct acpi_area *a, const struct platform_desc *pd, uint6
 	return 0;
 }
 
+struct acpi_mcfg_entry {
+	uint64_t base;
+	uint16_t segment;
+	uint8_t start_bus, end_bus;
+	uint32_t reserved;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct acpi_mcfg_entry) == 16, "MCFG allocation entry is 16 bytes");
+
+#define MCFG_REVISION        1
+
+/* PCI Firmware Specification 3.0, 4.1.2: one ECAM area, segment 0. */
+static int build_mcfg(struct acpi_area *a, const struct platform_desc *pd, uint64_t *gpa)
+{
+	struct acpi_header *h = table_begin(a, "MCFG", MCFG_REVISION, sizeof(*h) + 8, gpa);
+	struct acpi_mcfg_entry *e;
+
+	if (!h)
+		return -ENOSPC;
+	e = area_extend(a, sizeof(*e));
+	if (!e)
+		return -ENOSPC;
+	*e = (struct acpi_mcfg_entry){
+		.base = PCI_ECAM_BASE, .segment = 0, .start_bus = 0,
+		.end_bus = (uint8_t)(PCI_ECAM_SIZE / (1 << 20) - 1),
+	};
+	table_finish(a, h);
+	return 0;
+}
+
 /* Tables listed in the XSDT and RSDT, in this order. The DSDT is not among
  * them (the FADT points to it) and is built before them. */
 static const struct acpi_table_builder {
@@ -670,6 +780,7 @@ static const struct acpi_table_builder {
 } acpi_tables[] = {
 	{ "FACP", build_fadt },
 	{ "APIC", build_madt },
+	{ "MCFG", build_mcfg },
 };
 
 static int build_xsdt(struct acpi_area *a, uint64_t *gpa)
@@ -755,7 +866,8 @@ static int build_tables(struct acpi_area *a, const struct platform_desc *pd, uin
 
 int acpi_build(const struct guest_mem *gm, const struct platform_desc *pd, uint64_t *rsdp_gpa)
 {
-	struct acpi_area a = { .gpa = ACPI_TABLES_ADDR, .size = ACPI_TABLES_SIZE };
+	struct acpi_area a = { .gpa = ACPI_TABLES_ADDR, .size = ACPI_TABLES_SIZE,
+			       .pci_mmio64_base = pci_mmio64_base(gm) };
 	int ret;
 
 	_Static_assert(ARRAY_SIZE(acpi_tables) <= ACPI_MAX_TABLES, "XSDT list too short");

@@ -1,7 +1,7 @@
 /* ACPI tables for a hardware-reduced ACPI platform (ACPI 6.x): RSDP (rev 2),
  * XSDT and RSDT, FADT (HW_REDUCED_ACPI, sleep control/status registers, reset
- * register), DSDT (\_S5 and the legacy devices), MADT (local APICs, I/O APIC).
- * Later issues add MCFG (PCI ECAM). Built into guest RAM at ACPI_TABLES_ADDR. */
+ * register), DSDT (\_S5, the legacy devices, the PCI host bridge), MADT (local
+ * APICs, I/O APIC), MCFG (PCI ECAM). Built into guest RAM at ACPI_TABLES_ADDR. */
 #ifndef DROVER_ACPI_H
 #define DROVER_ACPI_H
 

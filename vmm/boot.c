@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "layout.h"
+#include "pci.h"
 #include "util.h"
 
 /* Linux boot protocol (Documentation/x86/boot.rst): offsets in the setup
@@ -73,7 +74,7 @@ const char *boot_entry_name(enum boot_entry e)
 unsigned boot_e820(const struct guest_mem *gm, struct e820_entry *out, unsigned max)
 {
 	uint64_t low_end = guest_mem_low_end(gm);
-	struct e820_entry map[5];
+	struct e820_entry map[6];
 	unsigned n = 0;
 
 	map[n++] = (struct e820_entry){ 0, EBDA_ADDR, E820_RAM };
@@ -82,6 +83,9 @@ unsigned boot_e820(const struct guest_mem *gm, struct e820_entry *out, unsigned 
 					E820_RESERVED };
 	if (low_end > BIOS_AREA_END)
 		map[n++] = (struct e820_entry){ BIOS_AREA_END, low_end - BIOS_AREA_END, E820_RAM };
+	/* The PCI ECAM: an OS uses the MCFG table's area only when the
+	 * firmware reserved it (Linux checks the e820 map). */
+	map[n++] = (struct e820_entry){ PCI_ECAM_BASE, PCI_ECAM_SIZE, E820_RESERVED };
 	for (unsigned i = 1; i < gm->nregions; i++)
 		map[n++] = (struct e820_entry){ gm->region[i].gpa, gm->region[i].size, E820_RAM };
 	if (n > max)

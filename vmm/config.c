@@ -63,6 +63,15 @@ static void err_make_printable(char *err, size_t errlen)
 	snprintf(err, errlen, "%s", out);
 }
 
+static void disk_free(struct vmm_disk *d)
+{
+	free(d->path);
+	free(d->format);
+	free(d->serial);
+	free(d->id);
+	memset(d, 0, sizeof(*d));
+}
+
 void vmm_config_init(struct vmm_config *cfg)
 {
 	/* Allocates nothing, so calling it twice leaks nothing; the default
@@ -85,6 +94,8 @@ void vmm_config_free(struct vmm_config *cfg)
 	free(cfg->serial_path);
 	free(cfg->control);
 	free(cfg->cpu_features);
+	for (unsigned i = 0; i < cfg->ndisks; i++)
+		disk_free(&cfg->disks[i]);
 	vmm_config_init(cfg);
 }
 
@@ -333,12 +344,282 @@ static int set_log_level(struct vmm_config *cfg, const char *val, char *msg, siz
 			   "error, warn, info, debug", msg, msglen);
 }
 
+
+/* ---- disks ---- */
+
+static const char *const disk_cache_names[] = {
+	[DISK_CACHE_WRITEBACK] = "writeback", [DISK_CACHE_NONE] = "none",
+	[DISK_CACHE_WRITETHROUGH] = "writethrough", [DISK_CACHE_UNSAFE] = "unsafe",
+};
+
+const char *vmm_disk_cache_name(enum disk_cache c)
+{
+	return (unsigned)c < ARRAY_SIZE(disk_cache_names) ? disk_cache_names[c] : "unknown";
+}
+
+static int set_on_off(bool *out, const char *val, char *msg, size_t msglen)
+{
+	if (!strcmp(val, "on") || !strcmp(val, "off")) {
+		*out = !strcmp(val, "on");
+		return 0;
+	}
+	errf(msg, msglen, "'%s' is not on or off", val);
+	return -EINVAL;
+}
+
+/* An id names the disk in the control socket and in logs: a letter, then
+ * letters, digits, '-', '_' or '.'. */
+static int check_disk_id(const char *val, char *msg, size_t msglen)
+{
+	size_t len = strlen(val);
+
+	if (!len || len > VMM_DISK_ID_MAX) {
+		errf(msg, msglen, "'%s' must be 1 to %d characters long", val, VMM_DISK_ID_MAX);
+		return -EINVAL;
+	}
+	if (!((val[0] >= 'a' && val[0] <= 'z') || (val[0] >= 'A' && val[0] <= 'Z'))) {
+		errf(msg, msglen, "'%s' must start with a letter", val);
+		return -EINVAL;
+	}
+	for (const char *p = val; *p; p++) {
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", *p)) {
+			errf(msg, msglen, "'%s' may hold only letters, digits, '-', '_' and '.'", val);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int check_disk_serial(const char *val, char *msg, size_t msglen)
+{
+	if (strlen(val) > VMM_DISK_SERIAL_MAX) {
+		errf(msg, msglen, "'%s' is longer than the %d bytes a virtio-blk serial holds",
+		     val, VMM_DISK_SERIAL_MAX);
+		return -EINVAL;
+	}
+	for (const unsigned char *p = (const unsigned char *)val; *p; p++) {
+		if (*p < 0x20 || *p > 0x7e) {
+			errf(msg, msglen, "'%s' holds a character that is not printable ASCII", val);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static const char disk_keys[] = "path, format, cache, snapshot, readonly, serial, id, queues";
+static const char *const disk_key_names[] = {
+	"path", "format", "cache", "snapshot", "readonly", "serial", "id", "queues",
+};
+
+/* The position of key in disk_key_names, or -1. */
+static int disk_key_index(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(disk_key_names); i++)
+		if (!strcmp(disk_key_names[i], key))
+			return (int)i;
+	return -1;
+}
+
+/* One key of a disk, as text; msg gets "KEY: complaint". */
+static int disk_set(struct vmm_disk *d, const char *key, const char *val, char *msg,
+		    size_t msglen)
+{
+	static const struct keyword formats[] = { { "raw", 0 }, { "qcow2", 1 } };
+	static const struct keyword caches[] = {
+		{ "none", DISK_CACHE_NONE }, { "writeback", DISK_CACHE_WRITEBACK },
+		{ "writethrough", DISK_CACHE_WRITETHROUGH }, { "unsafe", DISK_CACHE_UNSAFE },
+	};
+	char sub[384];
+	uint64_t n;
+	int v, ret;
+
+	if (!strcmp(key, "path")) {
+		ret = set_path(&d->path, val, sub, sizeof(sub));
+	} else if (!strcmp(key, "format")) {
+		ret = set_keyword(&v, formats, ARRAY_SIZE(formats), val, "raw, qcow2", sub,
+				  sizeof(sub));
+		if (!ret)
+			ret = replace_str(&d->format, val);
+	} else if (!strcmp(key, "cache")) {
+		ret = set_keyword(&v, caches, ARRAY_SIZE(caches), val,
+				  "none, writeback, writethrough, unsafe", sub, sizeof(sub));
+		if (!ret)
+			d->cache = (enum disk_cache)v;
+	} else if (!strcmp(key, "snapshot")) {
+		ret = set_on_off(&d->snapshot, val, sub, sizeof(sub));
+	} else if (!strcmp(key, "readonly")) {
+		ret = set_on_off(&d->readonly, val, sub, sizeof(sub));
+	} else if (!strcmp(key, "serial")) {
+		ret = check_disk_serial(val, sub, sizeof(sub));
+		if (!ret)
+			ret = replace_str(&d->serial, val);
+	} else if (!strcmp(key, "id")) {
+		ret = check_disk_id(val, sub, sizeof(sub));
+		if (!ret)
+			ret = replace_str(&d->id, val);
+	} else if (!strcmp(key, "queues")) {
+		ret = parse_uint(val, 1, VMM_MAX_DISK_QUEUES, &n);
+		if (ret < 0) {
+			errf(sub, sizeof(sub), "'%s' is not a number in 1..%d", val,
+			     VMM_MAX_DISK_QUEUES);
+			ret = -EINVAL;
+		} else {
+			d->queues = (unsigned)n;
+		}
+	} else {
+		errf(msg, msglen, "unknown key '%s' (known: %s)", key, disk_keys);
+		return -EINVAL;
+	}
+	if (ret == -EINVAL)
+		errf(msg, msglen, "%s: %s", key, sub);
+	else if (ret < 0)
+		errf(msg, msglen, "%s: %s", key, strerror(-ret));
+	return ret;
+}
+
+static void disk_defaults(struct vmm_disk *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->cache = DISK_CACHE_WRITEBACK;
+	d->queues = 1;
+}
+
+/* "disk 1 ('data')": how messages name disk i, by id, else by path. */
+static void disk_label(const char *id, const char *path, unsigned i, char *buf, size_t len)
+{
+	if (id)
+		snprintf(buf, len, "disk %u ('%s')", i, id);
+	else if (path)
+		snprintf(buf, len, "disk %u ('%s')", i, path);
+	else
+		snprintf(buf, len, "disk %u", i);
+}
+
+/* Once every disk is in: default ids, no id twice, a path each. */
+static int disks_finish(struct vmm_config *cfg, char *msg, size_t msglen)
+{
+	char label[VMM_DISK_ID_MAX + 64];
+
+	for (unsigned i = 0; i < cfg->ndisks; i++) {
+		struct vmm_disk *d = &cfg->disks[i];
+
+		disk_label(d->id, d->path, i, label, sizeof(label));
+		if (!d->path) {
+			errf(msg, msglen, "%s: path is missing (path=FILE)", label);
+			return -EINVAL;
+		}
+		if (!d->id) {
+			char id[16];
+
+			snprintf(id, sizeof(id), "disk%u", i);
+			if (replace_str(&d->id, id) < 0)
+				return -ENOMEM;
+		}
+	}
+	for (unsigned i = 0; i < cfg->ndisks; i++) {
+		for (unsigned j = 0; j < i; j++) {
+			if (strcmp(cfg->disks[i].id, cfg->disks[j].id))
+				continue;
+			errf(msg, msglen, "disk %u and disk %u are both called '%s' (id=)", j, i,
+			     cfg->disks[i].id);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* One --disk value: KEY=VALUE items separated by ',' (",," is a comma
+ * inside a value, as with QEMU). */
+static int set_disk(struct vmm_config *cfg, const char *val, char *msg, size_t msglen)
+{
+	unsigned index = cfg->ndisks, nitems = 0, seen_keys = 0;
+	struct { char *key, *val; } items[16];
+	char label[600], sub[512], *buf, *w;
+	const char *id = NULL, *path = NULL;
+	struct vmm_disk *d;
+	int ret = 0;
+
+	if (index == VMM_MAX_DISKS) {
+		errf(msg, msglen, "'%s': at most %d disks", val, VMM_MAX_DISKS);
+		return -EINVAL;
+	}
+	buf = malloc(strlen(val) + 1);
+	if (!buf)
+		return -ENOMEM;
+	/* Split in place: unescape ",," and cut at single commas. */
+	w = buf;
+	items[0].key = w;
+	for (const char *p = val;; p++) {
+		if (*p == ',' && p[1] == ',') {
+			*w++ = ',';
+			p++;
+			continue;
+		}
+		if (*p && *p != ',') {
+			*w++ = *p;
+			continue;
+		}
+		*w++ = '\0';
+		if (nitems == ARRAY_SIZE(items)) {
+			errf(msg, msglen, "disk %u: '%s' has too many items", index, val);
+			ret = -EINVAL;
+			goto out;
+		}
+		items[nitems].val = strchr(items[nitems].key, '=');
+		if (!items[nitems].val) {
+			errf(msg, msglen, "disk %u: '%s' is not KEY=VALUE (keys: %s)", index,
+			     items[nitems].key, disk_keys);
+			ret = -EINVAL;
+			goto out;
+		}
+		*items[nitems].val++ = '\0';
+		if (!strcmp(items[nitems].key, "id"))
+			id = items[nitems].val;
+		else if (!strcmp(items[nitems].key, "path"))
+			path = items[nitems].val;
+		nitems++;
+		if (!*p)
+			break;
+		items[nitems].key = w;
+	}
+	disk_label(id, path, index, label, sizeof(label));
+	d = &cfg->disks[index];
+	disk_defaults(d);
+	for (unsigned i = 0; i < nitems; i++) {
+		int k = disk_key_index(items[i].key);
+
+		if (k >= 0 && (seen_keys & (1u << k))) {
+			errf(msg, msglen, "%s: %s is given twice", label, items[i].key);
+			ret = -EINVAL;
+			break;
+		}
+		if (k >= 0)
+			seen_keys |= 1u << k;
+		ret = disk_set(d, items[i].key, items[i].val, sub, sizeof(sub));
+		if (ret < 0) {
+			errf(msg, msglen, "%s: %s", label, sub);
+			break;
+		}
+	}
+	if (!ret && !d->path) {
+		errf(msg, msglen, "%s: path is missing (path=FILE)", label);
+		ret = -EINVAL;
+	}
+	if (ret < 0)
+		disk_free(d);
+	else
+		cfg->ndisks++;
+out:
+	free(buf);
+	return ret;
+}
+
 /* ---- the command line ---- */
 
 enum opt_id {
 	OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
 	OPT_CONTROL, OPT_NAME, OPT_CPU_FEATURES, OPT_ON_REBOOT, OPT_BOOT_PROTOCOL,
-	OPT_LOG_LEVEL, OPT_CONFIG, OPT_HELP, OPT_VERSION,
+	OPT_LOG_LEVEL, OPT_DISK, OPT_CONFIG, OPT_HELP, OPT_VERSION,
 };
 
 struct option_def {
@@ -361,6 +642,7 @@ static const struct option_def options[] = {
 	{ "on-reboot",     OPT_ON_REBOOT,     set_on_reboot,     true },
 	{ "boot-protocol", OPT_BOOT_PROTOCOL, set_boot_protocol, true },
 	{ "log-level",     OPT_LOG_LEVEL,     set_log_level,     true },
+	{ "disk",          OPT_DISK,          set_disk,          true },
 	{ "config",        OPT_CONFIG,        NULL,              true },
 	{ "help",          OPT_HELP,          NULL,              false },
 	{ "version",       OPT_VERSION,       NULL,              false },
@@ -501,6 +783,15 @@ int vmm_config_from_args(struct vmm_config *cfg, int argc, char **argv, char *er
 			goto out;
 	}
 
+	/* Disks on the command line replace the file's list as a whole. */
+	for (int i = 0; i < nopts; i++) {
+		if (opts[i].def->id != OPT_DISK)
+			continue;
+		for (unsigned k = 0; k < cfg->ndisks; k++)
+			disk_free(&cfg->disks[k]);
+		cfg->ndisks = 0;
+		break;
+	}
 	for (int i = 0; i < nopts; i++) {
 		const struct option_def *def = opts[i].def;
 
@@ -515,6 +806,11 @@ int vmm_config_from_args(struct vmm_config *cfg, int argc, char **argv, char *er
 			goto out;
 	}
 
+	ret = disks_finish(cfg, msg, sizeof(msg));
+	if (ret < 0) {
+		errf(err, errlen, "--disk: %s", msg);
+		goto out;
+	}
 	if (!cfg->kernel) {
 		errf(err, errlen, "--kernel is required (or \"boot\": {\"kernel\": ...} in a "
 		     "--config file)");
@@ -683,6 +979,78 @@ static int cfg_json_empty_array(struct json_ctx *jc, const char *key, const json
 	return 0;
 }
 
+/* "disks": [{"path": ..., "format": ..., "snapshot": true, "queues": 4}, ...] */
+static int cfg_json_disks(struct json_ctx *jc, const char *key, const json_t *v)
+{
+	size_t i;
+	json_t *item;
+
+	if (!json_is_array(v))
+		return cfg_json_wrong_type(jc, key, "an array of objects", v);
+	if (json_array_size(v) > VMM_MAX_DISKS) {
+		errf(jc->err, jc->errlen, "%s: '%s': %zu disks, at most %d", jc->what, key,
+		     json_array_size(v), VMM_MAX_DISKS);
+		return -EINVAL;
+	}
+	for (unsigned k = 0; k < jc->cfg->ndisks; k++)
+		disk_free(&jc->cfg->disks[k]);
+	jc->cfg->ndisks = 0;
+	json_array_foreach(v, i, item) {
+		struct vmm_disk *d = &jc->cfg->disks[i];
+		const char *dk;
+		json_t *dv;
+		char path[300];
+
+		snprintf(path, sizeof(path), "%s[%zu]", key, i);
+		if (!json_is_object(item))
+			return cfg_json_wrong_type(jc, path, "an object", item);
+		disk_defaults(d);
+		jc->cfg->ndisks++;
+		json_object_foreach(item, dk, dv) {
+			char text[32], msg[512], where[400];
+			const char *val = text;
+			bool is_bool = !strcmp(dk, "snapshot") || !strcmp(dk, "readonly");
+			int ret;
+
+			snprintf(where, sizeof(where), "%s.%s", path, dk);
+			if (disk_key_index(dk) < 0) {
+				errf(jc->err, jc->errlen, "%s: unknown key '%s' (in '%s'; known: %s)",
+				     jc->what, dk, path, disk_keys);
+				return -EINVAL;
+			}
+			if (is_bool) {
+				if (!json_is_boolean(dv))
+					return cfg_json_wrong_type(jc, where, "a boolean", dv);
+				val = json_is_true(dv) ? "on" : "off";
+			} else if (!strcmp(dk, "queues")) {
+				if (!json_is_integer(dv))
+					return cfg_json_wrong_type(jc, where, "an integer", dv);
+				snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT,
+					 json_integer_value(dv));
+			} else {
+				if (!json_is_string(dv))
+					return cfg_json_wrong_type(jc, where, "a string", dv);
+				if (strlen(json_string_value(dv)) != json_string_length(dv)) {
+					errf(jc->err, jc->errlen, "%s: '%s' contains a NUL character",
+					     jc->what, where);
+					return -EINVAL;
+				}
+				val = json_string_value(dv);
+			}
+			ret = disk_set(d, dk, val, msg, sizeof(msg));
+			if (ret < 0) {
+				/* msg is "KEY: complaint"; the path names the key. */
+				const char *why = strchr(msg, ':');
+
+				errf(jc->err, jc->errlen, "%s: '%s': %s", jc->what, where,
+				     why ? why + 2 : msg);
+				return ret;
+			}
+		}
+	}
+	return 0;
+}
+
 static int cfg_json_labels(struct json_ctx *jc, const char *key, const json_t *v)
 {
 	const char *label;
@@ -702,7 +1070,7 @@ static int cfg_json_labels(struct json_ctx *jc, const char *key, const json_t *v
 
 enum json_kind {
 	JK_STRING, JK_MEMORY, JK_CPUS, JK_FEATURES, JK_BOOT,
-	JK_EMPTY_ARRAY, JK_LABELS, JK_IGNORED_STRING, JK_IGNORED_OBJECT,
+	JK_EMPTY_ARRAY, JK_DISKS, JK_LABELS, JK_IGNORED_STRING, JK_IGNORED_OBJECT,
 };
 
 struct json_key {
@@ -729,7 +1097,7 @@ static const struct json_key top_keys[] = {
 	{ "boot-protocol", JK_STRING,   OPT_BOOT_PROTOCOL },
 	{ "log-level",     JK_STRING,   OPT_LOG_LEVEL },
 	{ "boot",          JK_BOOT,     0 },
-	{ "disks",         JK_EMPTY_ARRAY, 0 },
+	{ "disks",         JK_DISKS,    0 },
 	{ "nics",          JK_EMPTY_ARRAY, 0 },
 	{ "labels",        JK_LABELS,   0 },
 	{ "description",   JK_IGNORED_STRING, 0 },
@@ -776,6 +1144,8 @@ static int cfg_json_key_apply(struct json_ctx *jc, const struct json_key *k, con
 		return cfg_json_object_apply(jc, v, "boot", boot_keys, ARRAY_SIZE(boot_keys));
 	case JK_EMPTY_ARRAY:
 		return cfg_json_empty_array(jc, path, v);
+	case JK_DISKS:
+		return cfg_json_disks(jc, path, v);
 	case JK_LABELS:
 		return cfg_json_labels(jc, path, v);
 	case JK_IGNORED_STRING:
@@ -849,6 +1219,13 @@ int vmm_config_from_json(struct vmm_config *cfg, const char *json, size_t len,
 		ret = cfg_json_object_apply(&jc, doc, NULL, top_keys, ARRAY_SIZE(top_keys));
 	}
 	json_decref(doc);
+	if (!ret) {
+		char msg[512];
+
+		ret = disks_finish(cfg, msg, sizeof(msg));
+		if (ret == -EINVAL)
+			errf(err, errlen, "%s: 'disks': %s", what, msg);
+	}
 	if (!ret)
 		ret = fill_defaults(cfg);
 	else
@@ -881,6 +1258,13 @@ const char *vmm_config_usage(void)
 "  --boot-protocol P       auto, pvh or linux64 (default: auto: PVH if the kernel\n"
 "                          has a PVH note, else the 64-bit Linux boot protocol)\n"
 "  --log-level LEVEL       error, warn, info or debug (default: info)\n"
+"  --disk KEY=VALUE,...    a virtio-blk disk (repeatable, up to 16; PCI slots 1, 2...):\n"
+"                          path=FILE (required), format=raw|qcow2 (default: probed),\n"
+"                          cache=none|writeback|writethrough|unsafe (writeback),\n"
+"                          snapshot=on|off (off: on sends writes to a temporary\n"
+"                          overlay), readonly=on|off (off), serial=ID (up to 20\n"
+"                          characters), id=NAME (disk0, disk1...), queues=N (1..16,\n"
+"                          default 1); ',,' is a comma inside a value\n"
 "  --config FILE           read settings from a JSON file (at most 1 MiB); options\n"
 "                          on the command line override it wherever they appear\n"
 "  --help, -h              print this text and exit\n"
@@ -896,8 +1280,12 @@ const char *vmm_config_usage(void)
 "  {\"name\": \"web1\", \"vcpus\": 2, \"memory\": \"1G\",\n"
 "   \"boot\": {\"kernel\": \"vmlinux\", \"initrd\": \"initrd.img\",\n"
 "            \"cmdline\": \"console=ttyS0\", \"protocol\": \"pvh\"},\n"
-"   \"disks\": [], \"nics\": [], \"labels\": {\"team\": \"web\"}, \"description\": \"...\"}\n"
-"\"disks\" and \"nics\" must be empty for now; \"labels\", \"description\", \"id\" and\n"
+"   \"disks\": [{\"path\": \"/srv/web1.qcow2\", \"format\": \"qcow2\", \"cache\": \"none\",\n"
+"              \"readonly\": false, \"queues\": 2}],\n"
+"   \"nics\": [], \"labels\": {\"team\": \"web\"}, \"description\": \"...\"}\n"
+"\"disks\" takes --disk's keys (\"snapshot\" and \"readonly\" booleans, \"queues\" an\n"
+"integer); --disk options replace the file's disks. \"nics\" must be empty for now;\n"
+"\"labels\", \"description\", \"id\" and\n"
 "\"placement\" are accepted and ignored. Unknown keys are errors, and a setting\n"
 "may appear only once (\"cpus\" or \"vcpus\", \"kernel\" or \"boot.kernel\").\n"
 "\n"

@@ -18,6 +18,8 @@ static const struct device_type *const platform_devices[] = {
 	&rtc_device,
 	&pm_device,
 	&debugexit_device,
+	&pci_device,
+	&virtio_blk_device,
 };
 
 #define NDEV ARRAY_SIZE(platform_devices)
@@ -67,6 +69,24 @@ void devices_reset(struct vm *vm)
 	for (unsigned i = 0; i < ds->n; i++)
 		if (platform_devices[i]->reset)
 			platform_devices[i]->reset(ds->state[i]);
+}
+
+void devices_pause(struct vm *vm)
+{
+	struct device_set *ds = vm->devices;
+
+	for (unsigned i = 0; ds && i < ds->n; i++)
+		if (platform_devices[i]->pause)
+			platform_devices[i]->pause(ds->state[i]);
+}
+
+void devices_resume(struct vm *vm)
+{
+	struct device_set *ds = vm->devices;
+
+	for (unsigned i = 0; ds && i < ds->n; i++)
+		if (platform_devices[i]->resume)
+			platform_devices[i]->resume(ds->state[i]);
 }
 
 json_t *devices_save(struct vm *vm)

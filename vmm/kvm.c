@@ -28,7 +28,7 @@ static const struct {
 
 static struct kvm_cpuid2 *get_supported_cpuid(int fd)
 {
-	for (unsigned n = 64; n <= 4096; n *= 2) {
+	for (unsigned n = 256; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
 
 		if (!c)

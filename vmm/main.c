@@ -20,6 +20,7 @@
 #include "serial.h"
 #include "util.h"
 #include "vcpu.h"
+#include "virtio_blk.h"
 #include "vm.h"
 
 struct vmm {
@@ -45,6 +46,12 @@ static void emit(struct vmm *m, const char *name, json_t *data)
 		control_event(m->ctl, name, data);
 	else
 		json_decref(data);
+}
+
+/* Events from devices (vm->emit_event), on the main thread. */
+static void emit_device_event(void *opaque, const char *name, json_t *data)
+{
+	emit(opaque, name, data);
 }
 
 /* Ends the VMM: stops the vCPUs, tells the clients, leaves the loop. */
@@ -262,6 +269,15 @@ static enum control_error cmd_query_version(void *ctx, json_t *args, json_t **re
 	return CONTROL_OK;
 }
 
+static enum control_error cmd_query_block(void *ctx, json_t *args, json_t **ret, char *desc,
+					  size_t len)
+{
+	struct vmm *m = ctx;
+
+	*ret = virtio_blk_query(m->vm);
+	return CONTROL_OK;
+}
+
 static enum control_error cmd_query_kvm(void *ctx, json_t *args, json_t **ret, char *desc,
 					size_t len)
 {
@@ -285,6 +301,7 @@ static const struct control_command commands[] = {
 	{ "query-name", cmd_query_name },
 	{ "query-version", cmd_query_version },
 	{ "query-kvm", cmd_query_kvm },
+	{ "query-block", cmd_query_block },
 };
 
 static void handle_deferred(void *opaque, int fd, uint32_t events)
@@ -401,6 +418,8 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	m.vm->emit_event = emit_device_event;
+	m.vm->emit_opaque = &m;
 	ret = setup_loop(&m, err, sizeof(err));
 	if (ret < 0) {
 		log_error("%s", err);

@@ -336,12 +336,11 @@ static void handle_mmio(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
 
-	/* No MMIO devices yet: reads see an empty bus. */
-	if (!run->mmio.is_write)
-		memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
-	log_debug("vCPU %u: MMIO %s of %u bytes at 0x%llx (nothing there)", v->index,
-		  run->mmio.is_write ? "write" : "read", run->mmio.len,
-		  (unsigned long long)run->mmio.phys_addr);
+	if (!mmio_access(&v->vm->mmio, run->mmio.phys_addr, run->mmio.is_write, run->mmio.data,
+			 run->mmio.len))
+		log_debug("vCPU %u: MMIO %s of %u bytes at 0x%llx (nothing there)", v->index,
+			  run->mmio.is_write ? "write" : "read", run->mmio.len,
+			  (unsigned long long)run->mmio.phys_addr);
 }
 
 static void handle_internal_error(struct vcpu *v)

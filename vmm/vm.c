@@ -299,6 +299,9 @@ void vm_pause(struct vm *vm)
 	if (vm->state == VM_RUNNING) {
 		park_all_locked(vm);
 		vm->state = VM_PAUSED;
+		/* With the vCPUs parked, the disks finish what is in flight
+		 * and start nothing new. */
+		devices_pause(vm);
 	}
 	pthread_mutex_unlock(&vm->lock);
 }
@@ -307,6 +310,7 @@ void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
 	if (vm->state == VM_PAUSED) {
+		devices_resume(vm);
 		vm->pause_req = false;
 		vm->state = VM_RUNNING;
 		pthread_cond_broadcast(&vm->cond);
@@ -359,6 +363,9 @@ void vm_shutdown(struct vm *vm)
 			vm->vcpus[i]->thread_started = false;
 		}
 	}
+	/* No vCPU runs: let the disks complete what is in flight before the
+	 * process goes. */
+	devices_pause(vm);
 }
 
 void vm_request(struct vm *vm, enum vm_req req, int code, const char *fmt, ...)

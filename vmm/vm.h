@@ -38,6 +38,7 @@
 #include "cpuid.h"
 #include "guest_mem.h"
 #include "kvm.h"
+#include "mmio.h"
 #include "pio.h"
 #include "platform.h"
 
@@ -67,6 +68,7 @@ enum emul_kind { EMUL_INT3, EMUL_FWAIT, EMUL_CLAC, EMUL_STAC, EMUL_NR_KINDS };
 struct vcpu;
 struct serial;
 struct device_set;
+struct pci_bus;
 
 struct vm {
 	const struct vmm_config *cfg;
@@ -74,6 +76,8 @@ struct vm {
 	int fd;
 	struct guest_mem mem;
 	struct pio_bus pio;
+	struct mmio_bus mmio;
+	struct pci_bus *pci;          /* made by the "pci" device */
 	struct platform_desc pd;
 	struct boot_plan boot;
 	struct cpuid_mask cpumask;
@@ -99,6 +103,11 @@ struct vm {
 	enum vm_req end_req;
 	int end_code;
 	char end_detail[4096];
+
+	/* Events for the control socket's clients (BLOCK_IO_ERROR, ...),
+	 * called on the main thread; steals data. main.c sets it; NULL: none. */
+	void (*emit_event)(void *opaque, const char *name, json_t *data);
+	void *emit_opaque;
 
 	atomic_ulong emul_count[EMUL_NR_KINDS];
 	uint64_t start_ns;

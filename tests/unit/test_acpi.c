@@ -248,13 +248,26 @@ static void check_madt(const struct platform_desc *pd, const struct walk *w)
 	assert_int_equal(nnmi, 1);
 }
 
+/* One ECAM area: segment 0, buses 0-255 at 0xe0000000. */
+static void check_mcfg(const struct walk *w)
+{
+	const struct table *mcfg = find_table(w, "MCFG");
+
+	assert_non_null(mcfg);
+	assert_int_equal(mcfg->len, 36 + 8 + 16);
+	assert_int_equal(rd64(mcfg->p + 44), 0xe0000000);
+	assert_int_equal(rd16(mcfg->p + 52), 0);       /* segment */
+	assert_int_equal(mcfg->p[54], 0);              /* start bus */
+	assert_int_equal(mcfg->p[55], 255);            /* end bus */
+}
+
 /* ---- a small AML reader ------------------------------------------------
  * Walks the DSDT's term list the way an interpreter's first pass does, for
  * the objects a drover DSDT holds (Scope, Device, Name with an integer,
  * Package or Buffer), checking that every PkgLength stays inside its parent
  * and that the term lists fill their packages exactly. */
 
-#define AML_MAX_NAMES 32
+#define AML_MAX_NAMES 48
 
 struct aml_name {
 	char path[64];          /* "\\_SB_.COM1._HID" */
@@ -356,13 +369,25 @@ static size_t aml_data_object(const uint8_t *p, size_t avail, struct aml_name *n
 	uint64_t v;
 
 	if (p[0] == 0x12) {                     /* Package */
+		struct aml_name sub;
+		unsigned n;
+
 		len = aml_pkglen(p + 1, avail - 1, &enc);
 		nm->kind = 'p';
-		nm->nelems = p[1 + enc];
-		assert_true(nm->nelems <= 8);
+		n = p[1 + enc];
+		nm->nelems = n;
+		nm->buf = p;                    /* the whole package, for nested ones */
+		nm->buflen = 1 + len;
 		off = 1 + enc + 1;
-		for (unsigned i = 0; i < nm->nelems; i++)
+		for (unsigned i = 0; i < n; i++) {
+			if (p[off] == 0x12) {   /* a package of packages (_PRT) */
+				off += aml_data_object(p + off, 1 + len - off, &sub);
+				nm->nelems = 0;
+				continue;
+			}
+			assert_true(i < 8);
 			off += aml_integer_at(p + off, 1 + len - off, &nm->elems[i]);
+		}
 		assert_int_equal(off, 1 + len);
 		return 1 + len;
 	}
@@ -436,6 +461,33 @@ static void check_isa_crs(const struct aml_name *crs, uint16_t port, uint8_t len
 	assert_memory_equal(crs->buf, want, sizeof(want));
 }
 
+/* The PCI host bridge: PNP0A08 (PCI Express) compatible with PNP0A03, its
+ * windows in _CRS, and a _PRT entry per slot 1..31 and pin. */
+static void check_pci0(const struct aml_names *names)
+{
+	const struct aml_name *crs = aml_lookup(names, "\\_SB_.PCI0._CRS");
+	const struct aml_name *prt = aml_lookup(names, "\\_SB_.PCI0._PRT");
+	static const uint8_t bus[] = { 0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0xff, 0,
+				       0, 0, 0x00, 0x01 };
+	static const uint8_t io[] = { 0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08 };
+
+	assert_int_equal(aml_lookup(names, "\\_SB_.PCI0._HID")->value, 0x080ad041); /* PNP0A08 */
+	assert_int_equal(aml_lookup(names, "\\_SB_.PCI0._CID")->value, 0x030ad041); /* PNP0A03 */
+	assert_int_equal(aml_lookup(names, "\\_SB_.PCI0._SEG")->value, 0);
+	assert_int_equal(aml_lookup(names, "\\_SB_.PCI0._BBN")->value, 0);
+	assert_int_equal(crs->kind, 'b');
+	assert_true(crs->buflen > sizeof(bus) + sizeof(io) + 26);
+	assert_memory_equal(crs->buf, bus, sizeof(bus));
+	assert_memory_equal(crs->buf + sizeof(bus), io, sizeof(io));
+	/* DWordMemory 0xc0000000-0xdfffffff */
+	assert_int_equal(crs->buf[sizeof(bus) + sizeof(io)], 0x87);
+	assert_int_equal(rd32(crs->buf + sizeof(bus) + sizeof(io) + 10), 0xc0000000);
+	assert_int_equal(rd32(crs->buf + sizeof(bus) + sizeof(io) + 14), 0xdfffffff);
+	assert_int_equal(prt->kind, 'p');
+	/* NumElements follows the PkgLength: 31 slots x 4 pins. */
+	assert_int_equal(prt->buf[2 + (prt->buf[1] >> 6)], 31 * 4);
+}
+
 static void check_dsdt(const struct platform_desc *pd, const struct table *dsdt)
 {
 	struct aml_names names = { .n = 0 };
@@ -457,6 +509,7 @@ static void check_dsdt(const struct platform_desc *pd, const struct table *dsdt)
 	check_isa_crs(aml_lookup(&names, "\\_SB_.COM1._CRS"), pd->com1_port, 8, pd->com1_irq);
 	assert_int_equal(aml_lookup(&names, "\\_SB_.RTC_._HID")->value, 0x000bd041); /* PNP0B00 */
 	check_isa_crs(aml_lookup(&names, "\\_SB_.RTC_._CRS"), 0x70, 2, 8);
+	check_pci0(&names);
 }
 
 static void build_and_check(unsigned ncpus, unsigned apic_stride)
@@ -477,7 +530,8 @@ static void build_and_check(unsigned ncpus, unsigned apic_stride)
 	assert_int_equal(w.rsdp, rsdp);
 	assert_int_equal(rsdp, ACPI_TABLES_ADDR);
 	assert_int_equal(rsdp % 16, 0);
-	assert_int_equal(w.ntables, 2);
+	assert_int_equal(w.ntables, 3);
+	check_mcfg(&w);
 	check_fadt(&gm, &pd, &w, &dsdt);
 	check_madt(&pd, &w);
 	check_dsdt(&pd, &dsdt);

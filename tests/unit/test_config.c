@@ -369,7 +369,18 @@ static const struct bad_case json_bad_cases[] = {
 	{ { "{\"cpu-features\": 3}" }, { "'cpu-features' must be a string or an array" } },
 	{ { "{\"cpu-features\": [\"-xsave\", 7]}" }, { "'cpu-features[1]' must be a string" } },
 	{ { "{\"cpu-features\": [\"-xsave,-cx16\"]}" }, { "'cpu-features[0]'", "not one feature" } },
-	{ { "{\"disks\": [{\"pool\": \"p\"}]}" }, { "'disks'", "not supported yet" } },
+	{ { "{\"disks\": [{\"pool\": \"p\"}]}" }, { "unknown key 'pool' (in 'disks[0]'" } },
+	{ { "{\"disks\": [{\"format\": \"raw\"}]}" },
+	  { "vm.json: 'disks': disk 0: path is missing" } },
+	{ { "{\"disks\": [{\"path\": \"a\", \"format\": \"vmdk\"}]}" },
+	  { "'disks[0].format': 'vmdk' is not one of raw, qcow2" } },
+	{ { "{\"disks\": [{\"path\": \"a\", \"readonly\": \"yes\"}]}" },
+	  { "'disks[0].readonly' must be a boolean, not a string" } },
+	{ { "{\"disks\": [{\"path\": \"a\", \"queues\": 0}]}" },
+	  { "'disks[0].queues': '0' is not a number in 1..16" } },
+	{ { "{\"disks\": [{\"path\": \"a\"}, {\"path\": \"b\", \"id\": \"disk0\"}]}" },
+	  { "disk 0 and disk 1 are both called 'disk0'" } },
+	{ { "{\"disks\": [3]}" }, { "'disks[0]' must be an object, not an integer" } },
 	{ { "{\"nics\": [{}]}" }, { "'nics'", "not supported yet" } },
 	{ { "{\"disks\": {}}" }, { "'disks' must be an array" } },
 	{ { "{\"labels\": {\"a\": 1}}" }, { "'labels.a' must be a string, not an integer" } },
@@ -413,6 +424,102 @@ static void test_json_invalid(void **state)
 		}
 		vmm_config_free(&cfg);
 	}
+}
+
+/* --disk: keys, defaults, escapes, and what replaces what. */
+static void test_disks(void **state)
+{
+	static const char *const ok[] = {
+		"--kernel", "k", "--disk", "path=/a,,b.img,format=qcow2,cache=none,snapshot=on,"
+		"readonly=on,serial=S-1,id=root,queues=4", "--disk", "path=/c.img", NULL,
+	};
+	static const struct { const char *disk, *phrase; } bad[] = {
+		{ "format=raw", "--disk: disk 0: path is missing (path=FILE)" },
+		{ "path=a,format=vmdk", "--disk: disk 0 ('a'): format: 'vmdk' is not one of raw, qcow2" },
+		{ "path=a,id=data,cache=fast", "disk 0 ('data'): cache: 'fast' is not one of none" },
+		{ "path=a,snapshot=yes", "snapshot: 'yes' is not on or off" },
+		{ "path=a,queues=17", "queues: '17' is not a number in 1..16" },
+		{ "path=a,serial=123456789012345678901", "longer than the 20 bytes" },
+		{ "path=a,id=9lives", "id: '9lives' must start with a letter" },
+		{ "path=a,bogus=1", "unknown key 'bogus'" },
+		{ "path=a,path=b", "path is given twice" },
+		{ "path=a,readonly", "'readonly' is not KEY=VALUE" },
+		{ "path=", "path: empty path" },
+	};
+	const char *args[MAX_ARGS] = { NULL };
+	struct vmm_config cfg;
+	char err[512], *file;
+	int n = 0;
+
+	assert_int_equal(parse(ok, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.ndisks, 2);
+	assert_string_equal(cfg.disks[0].path, "/a,b.img");
+	assert_string_equal(cfg.disks[0].format, "qcow2");
+	assert_int_equal(cfg.disks[0].cache, DISK_CACHE_NONE);
+	assert_true(cfg.disks[0].snapshot && cfg.disks[0].readonly);
+	assert_string_equal(cfg.disks[0].serial, "S-1");
+	assert_string_equal(cfg.disks[0].id, "root");
+	assert_int_equal(cfg.disks[0].queues, 4);
+	/* defaults */
+	assert_null(cfg.disks[1].format);
+	assert_int_equal(cfg.disks[1].cache, DISK_CACHE_WRITEBACK);
+	assert_false(cfg.disks[1].snapshot || cfg.disks[1].readonly);
+	assert_null(cfg.disks[1].serial);
+	assert_string_equal(cfg.disks[1].id, "disk1");
+	assert_int_equal(cfg.disks[1].queues, 1);
+	vmm_config_free(&cfg);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *a[] = { "--kernel", "k", "--disk", bad[i].disk, NULL };
+
+		assert_int_equal(parse(a, &cfg, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, bad[i].phrase))
+			fail_msg("--disk %s: want '%s' in '%s'", bad[i].disk, bad[i].phrase, err);
+		vmm_config_free(&cfg);
+	}
+
+	/* 16 disks, not 17 */
+	args[n++] = "--kernel";
+	args[n++] = "k";
+	for (int i = 0; i < 7; i++) {
+		args[n++] = "--disk";
+		args[n++] = "path=x";
+	}
+	assert_int_equal(parse(args, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.ndisks, 7);
+	vmm_config_free(&cfg);
+	{
+		char *argv[40] = { "drover-vmm", "--kernel", "k" };
+		int argc = 3;
+
+		for (int i = 0; i < 17; i++) {
+			argv[argc++] = "--disk";
+			argv[argc++] = "path=x";
+		}
+		assert_int_equal(vmm_config_from_args(&cfg, argc, argv, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "at most 16 disks"));
+		vmm_config_free(&cfg);
+	}
+
+	/* --disk on the command line replaces the file's disks. */
+	file = temp_file("{\"kernel\": \"k\", \"disks\": [{\"path\": \"f1\"}, {\"path\": \"f2\"}]}",
+			 strlen("{\"kernel\": \"k\", \"disks\": [{\"path\": \"f1\"}, {\"path\": \"f2\"}]}"));
+	{
+		const char *only_file[] = { "--config", file, NULL };
+		const char *both[] = { "--config", file, "--disk", "path=cli", NULL };
+
+		assert_int_equal(parse(only_file, &cfg, err, sizeof(err)), 0);
+		assert_int_equal(cfg.ndisks, 2);
+		assert_string_equal(cfg.disks[1].path, "f2");
+		assert_string_equal(cfg.disks[1].id, "disk1");
+		vmm_config_free(&cfg);
+		assert_int_equal(parse(both, &cfg, err, sizeof(err)), 0);
+		assert_int_equal(cfg.ndisks, 1);
+		assert_string_equal(cfg.disks[0].path, "cli");
+		vmm_config_free(&cfg);
+	}
+	unlink(file);
+	free(file);
 }
 
 static void test_json_nul_in_string(void **state)
@@ -580,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_json_valid),
 		cmocka_unit_test(test_json_invalid),
 		cmocka_unit_test(test_json_nul_in_string),
+		cmocka_unit_test(test_disks),
 		cmocka_unit_test(test_config_file_precedence),
 		cmocka_unit_test(test_config_file_errors),
 		cmocka_unit_test(test_config_file_too_big),
