@@ -899,6 +899,15 @@ void blk_check_result_free(struct blk_check_result *res)
 	res->report = NULL;
 }
 
+int blk_make_empty(struct blk *b)
+{
+	if (!b->drv->make_empty)
+		return -ENOTSUP;
+	if (b->readonly)
+		return -EROFS;
+	return b->drv->make_empty(b);
+}
+
 int blk_change_backing(struct blk *b, const char *backing_file, const char *backing_format,
 		       char *err, size_t errlen)
 {

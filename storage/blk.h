@@ -183,6 +183,12 @@ struct blk_check_result {
 int blk_check(struct blk *b, unsigned fix, struct blk_check_result *res);
 void blk_check_result_free(struct blk_check_result *res);
 
+/* Makes every cluster of a format node unallocated again, so that reads
+ * fall through to its backing file (commit empties the top image this way;
+ * internal snapshots keep their clusters). -ENOTSUP for formats that cannot
+ * (raw). */
+int blk_make_empty(struct blk *b);
+
 /* Changes the backing file recorded in the image (rebase -u, commit). */
 int blk_change_backing(struct blk *b, const char *backing_file, const char *backing_format,
 		       char *err, size_t errlen);

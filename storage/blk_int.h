@@ -63,6 +63,7 @@ struct blk_driver {
 	int (*snapshot_delete)(struct blk *b, const char *name_or_id, char *err,
 			       size_t errlen);
 	int (*check)(struct blk *b, unsigned fix, struct blk_check_result *res);
+	int (*make_empty)(struct blk *b);
 	int (*change_backing)(struct blk *b, const char *backing_file,
 			      const char *backing_format, char *err, size_t errlen);
 	/* Adds the driver's fields to the info object blk_info() built. */

@@ -944,6 +944,7 @@ const struct blk_driver blk_driver_qcow2 = {
 	.pwritev = qcow2_pwritev,
 	.flush = qcow2_flush,
 	.discard = qcow2_discard,
+	.make_empty = qcow2_make_empty,
 	.write_zeroes = qcow2_write_zeroes,
 	.block_status = qcow2_block_status,
 	.truncate = qcow2_truncate,

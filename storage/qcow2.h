@@ -270,6 +270,7 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 int qcow2_pwritev(struct blk *b, uint64_t off, const struct iovec *iov, int iovcnt,
 		  unsigned flags);
 int qcow2_discard(struct blk *b, uint64_t off, uint64_t len);
+int qcow2_make_empty(struct blk *b);
 int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
 int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
 		       unsigned *status, uint64_t *map, struct blk **map_node);

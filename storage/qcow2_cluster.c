@@ -876,7 +876,11 @@ out:
 	return ret;
 }
 
-int qcow2_discard(struct blk *b, uint64_t off, uint64_t len)
+/* Frees the host space of the whole clusters in [off, off+len). hide: keep
+ * the range from showing the backing file's data through (zero clusters
+ * where the format has them, as QEMU's discard does); without it, the
+ * clusters become unallocated and read from the backing file again. */
+static int unmap_range(struct blk *b, uint64_t off, uint64_t len, bool hide)
 {
 	struct qcow2 *s = qcow2_state(b);
 	uint64_t end = off + len;
@@ -898,10 +902,8 @@ int qcow2_discard(struct blk *b, uint64_t off, uint64_t len)
 		if (ret < 0)
 			break;
 		bool has_backing = b->backing || s->no_backing;
-		/* With a backing file, keep the discarded range from showing
-		 * the backing data through where the format can say "zero"
-		 * (as QEMU does); without one, unallocated reads as zeroes. */
-		bool can_zero = has_backing && (s->ext_l2 || s->version >= 3);
+		/* Without a backing file, unallocated reads as zeroes anyway. */
+		bool can_zero = hide && has_backing && (s->ext_l2 || s->version >= 3);
 		if (can_zero) {
 			if (s->ext_l2)
 				nbitmap = 0xffffffffull << 32;
@@ -910,8 +912,10 @@ int qcow2_discard(struct blk *b, uint64_t off, uint64_t len)
 		}
 		if (entry == nentry && (!s->ext_l2 || bitmap == nbitmap))
 			continue;
-		if (!(entry & QCOW2_OFFSET_MASK) && !(entry & QCOW2_OFLAG_COMPRESSED) && !can_zero)
-			continue;   /* nothing to free, nothing to hide */
+		/* Discard: nothing to free and nothing to hide. */
+		if (hide && !(entry & QCOW2_OFFSET_MASK) && !(entry & QCOW2_OFLAG_COMPRESSED) &&
+		    !can_zero)
+			continue;
 		ret = set_entry(s, gc, nentry, nbitmap);
 		if (ret == 0)
 			ret = free_entry_later(s, entry);
@@ -922,6 +926,19 @@ int qcow2_discard(struct blk *b, uint64_t off, uint64_t len)
 out:
 	pthread_mutex_unlock(&s->lock);
 	return ret;
+}
+
+int qcow2_discard(struct blk *b, uint64_t off, uint64_t len)
+{
+	return unmap_range(b, off, len, true);
+}
+
+int qcow2_make_empty(struct blk *b)
+{
+	struct qcow2 *s = qcow2_state(b);
+	int ret = unmap_range(b, 0, s->size, false);
+
+	return ret < 0 ? ret : blk_flush(b->file);
 }
 
 /* ---- block status ---- */

@@ -155,74 +155,24 @@ static int copy_above(const struct commit_args *a, struct blk *top, struct blk *
 	return ret;
 }
 
-/* The creation options that give an empty image like b: same format,
- * size, cluster size, qcow2 version and refcount width, same backing file.
- * Strings point into info. */
-static void recreate_opts(struct blk *b, json_t *info, struct blk_create_opts *c)
-{
-	json_t *data = json_object_get(json_object_get(info, "format-specific"), "data");
-	const char *compat = json_string_value(json_object_get(data, "compat"));
-	json_t *rb = json_object_get(data, "refcount-bits");
-
-	memset(c, 0, sizeof(*c));
-	c->format = blk_format(b);
-	c->size = blk_size(b);
-	c->cluster_size = blk_cluster_size(b);
-	c->compat = compat && !strcmp(compat, "0.10") ? 2 : 3;
-	c->lazy_refcounts = json_is_true(json_object_get(data, "lazy-refcounts"));
-	c->extended_l2 = json_is_true(json_object_get(data, "extended-l2"));
-	c->refcount_bits = rb ? (unsigned)json_integer_value(rb) : 0;
-	c->backing_file = json_string_value(json_object_get(info, "backing-filename"));
-	c->backing_format = json_string_value(json_object_get(info, "backing-filename-format"));
-}
-
 /* Empties FILE: every cluster back to "unallocated", so that it reads
- * from base again. blk.h has no verb for that (discard leaves zero
- * clusters that would hide the committed data), so the image is created
- * anew with the same options and backing file; an image with internal
- * snapshots is left as it is, which still reads the same. */
+ * from base again (internal snapshots keep their clusters). */
 static int make_empty(const struct commit_args *a)
 {
-	struct blk_create_opts c;
-	struct blk_snapshot_info *sn = NULL;
-	unsigned nsn = 0;
-	char err[512] = "";
-	json_t *info;
 	struct blk *b;
 	int ret;
 
 	if (img_open(&b, a->file, a->fmt, IMG_OPEN_RW | IMG_OPEN_NO_BACKING, a->cache) < 0)
 		return -EINVAL;
-	if (blk_snapshot_list(b, &sn, &nsn) == 0 && nsn) {
-		img_err("%s: warning: not emptied after the commit: it has internal snapshots "
-			"(it still reads the same)", a->file);
-		free(sn);
-		blk_close(b);
-		return 0;
-	}
-	free(sn);
-	info = blk_info(b);
-	if (!info) {
-		blk_close(b);
-		img_err("%s: cannot read the image's options to empty it", a->file);
-		return -ENOMEM;
-	}
-	recreate_opts(b, info, &c);
-	if (!c.backing_file || strcmp(c.format, "qcow2")) {
-		img_err("%s: warning: not emptied after the commit: cannot tell its backing file "
-			"(it still reads the same)", a->file);
-		json_decref(info);
-		blk_close(b);
-		return 0;
-	}
-	/* Created while open, it would be overwritten by the old node's
-	 * metadata at close. */
+	ret = blk_make_empty(b);
+	if (ret == -ENOTSUP)
+		img_err("%s: warning: format %s cannot be emptied after the commit (it still "
+			"reads the same)", a->file, blk_format(b));
+	else if (ret < 0)
+		img_err("%s: emptying the image after the commit failed: %s", a->file,
+			strerror(-ret));
 	blk_close(b);
-	ret = blk_create(a->file, &c, err, sizeof(err));
-	if (ret < 0)
-		img_blk_err(a->file, err, ret);
-	json_decref(info);
-	return ret;
+	return ret == -ENOTSUP ? 0 : ret;
 }
 
 int img_commit(int argc, char **argv)

@@ -691,6 +691,26 @@ class RebaseCommit(ImgTest):
         self.assert_same_data(before, top, fa="raw")
         self.assertEqual(self.data_bytes(top), 0)   # emptied
 
+    def test_commit_with_snapshot(self):
+        # Emptying after the commit frees what only the active layer held;
+        # the snapshot keeps its clusters and still applies.
+        base1, top, before = self.chain()
+        dimg("snapshot", "-c", "s1", top)
+        snap = self.p("snap.raw")
+        qimg("convert", "-O", "raw", top, snap)
+        qio(top, "qcow2", "write -P 9 128k 64k")
+        now = self.p("now.raw")
+        qimg("convert", "-O", "raw", top, now)
+        dimg("commit", top)
+        self.assert_check_clean(top)
+        self.assert_check_clean(base1)
+        self.assert_same_data(now, top, fa="raw")
+        self.assertEqual(self.data_bytes(top), 0)
+        self.assertIn("s1", qimg("snapshot", "-l", top).stdout)
+        dimg("snapshot", "-a", "s1", top)
+        self.assert_check_clean(top)
+        self.assertGreater(self.data_bytes(top), 0)
+
     def test_commit_keep_and_base(self):
         base1, mid, before_mid = self.chain()
         top = self.p("top2.qcow2")
