@@ -456,7 +456,9 @@ int qcow2_refcount_set(struct qcow2 *s, uint64_t cluster, uint64_t rc)
 
 	if (rc > s->refcount_max)
 		return -ERANGE;
-	if (rc && !s->dirty_set && s->lazy) {
+	/* Decrements too: a free whose refcount block is written lazily would
+	 * otherwise leave a leak that nothing repairs. */
+	if (!s->dirty_set && s->lazy) {
 		ret = qcow2_mark_dirty(s);
 		if (ret < 0)
 			return ret;

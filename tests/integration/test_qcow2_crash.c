@@ -236,7 +236,9 @@ static void run_case(struct qt *t, const struct crash_case *c, unsigned rounds, 
 			/* Dirty: drover repairs it on a writable open. */
 			struct blk *b = qt_open(img, "qcow2", false);
 			blk_close(b);
-			qt_qemu_check(t, img);
+			if (qt_run(t, "qemu-img check -f qcow2 '%s'", img) != 0)
+				fail_msg("%s round %u: after the repair on open, qemu-img check: %s",
+					 c->name, round, t->out);
 		} else {
 			int rc = qt_run(t, "qemu-img check -f qcow2 '%s'", img);
 			if ((rc != 0 && rc != 3) || strstr(t->out, "ERROR"))
@@ -265,7 +267,9 @@ static void run_case(struct qt *t, const struct crash_case *c, unsigned rounds, 
 			assert_int_equal(r.leaks, 0);
 			blk_check_result_free(&r);
 			blk_close(b);
-			qt_qemu_check(t, img);
+			if (qt_run(t, "qemu-img check -f qcow2 '%s'", img) != 0)
+				fail_msg("%s round %u: after check -r leaks, qemu-img check: %s",
+					 c->name, round, t->out);
 		}
 	}
 	free(rs.m.data);
