@@ -560,11 +560,6 @@ static int set_disk(struct vmm_config *cfg, const char *val, char *msg, size_t m
 			continue;
 		}
 		*w++ = '\0';
-		if (nitems == ARRAY_SIZE(items)) {
-			errf(msg, msglen, "disk %u: '%s' has too many items", index, val);
-			ret = -EINVAL;
-			goto out;
-		}
 		items[nitems].val = strchr(items[nitems].key, '=');
 		if (!items[nitems].val) {
 			errf(msg, msglen, "disk %u: '%s' is not KEY=VALUE (keys: %s)", index,
@@ -580,6 +575,12 @@ static int set_disk(struct vmm_config *cfg, const char *val, char *msg, size_t m
 		nitems++;
 		if (!*p)
 			break;
+		if (nitems == ARRAY_SIZE(items)) {
+			errf(msg, msglen, "disk %u: '%s' has too many items (at most %zu)", index,
+			     val, ARRAY_SIZE(items));
+			ret = -EINVAL;
+			goto out;
+		}
 		items[nitems].key = w;
 	}
 	disk_label(id, path, index, label, sizeof(label));

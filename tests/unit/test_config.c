@@ -445,6 +445,9 @@ static void test_disks(void **state)
 		{ "path=a,path=b", "path is given twice" },
 		{ "path=a,readonly", "'readonly' is not KEY=VALUE" },
 		{ "path=", "path: empty path" },
+		/* 17 items: one more than a disk can have (found by fuzz_config). */
+		{ "path=a,a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,i=9,j=10,k=11,l=12,m=13,n=14,o=15,p=16",
+		  "has too many items (at most 16)" },
 	};
 	const char *args[MAX_ARGS] = { NULL };
 	struct vmm_config cfg;
