@@ -459,3 +459,19 @@ int blk_aio_submit(struct blk *b, struct blk_aio *a, struct blk_req *req)
 		a->in_flight++;
 	return r;
 }
+
+/* ---- requests a driver splits ---- */
+
+void blk_aio_count_child(struct blk_aio *a)
+{
+	a->in_flight++;
+}
+
+void blk_aio_complete_parent(struct blk_aio *a, struct blk_req *req, int ret)
+{
+	/* invariant (2): we run inside blk_aio_reap, in the done callback of
+	 * the last child, whose reaping ended the parent's count */
+	(void)a;
+	req->ret = ret;
+	req->done(req, ret);
+}

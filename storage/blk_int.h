@@ -156,4 +156,17 @@ void blk_aio_ring_added_hook(struct blk_aio *a, struct blk_req *req, blk_ring_ho
 typedef int blk_req_fn(struct blk_req *req);
 int blk_aio_offload(struct blk_aio *a, struct blk_req *req, blk_req_fn *fn);
 
+/* A driver that splits an accepted request into n child requests of its
+ * own on the same context (qcow2: one per host extent) puts each child on
+ * its protocol node's native path (child->drv->aio_submit) or
+ * blk_aio_offload. The parent's submission counted one request in flight;
+ * the driver counts each further child with blk_aio_count_child (owning
+ * thread; no depth bound: the parent was admitted). Children complete
+ * through blk_aio_reap like any request; the last child's done callback
+ * ends the parent with blk_aio_complete_parent, which runs the parent's
+ * done at once (no second trip through the eventfd) and may only be called
+ * from a child's done callback on the owning thread. */
+void blk_aio_count_child(struct blk_aio *a);
+void blk_aio_complete_parent(struct blk_aio *a, struct blk_req *req, int ret);
+
 #endif

@@ -45,12 +45,122 @@ void qcow2_excl_begin(struct qcow2 *s)
 	s->excl = true;
 	while (s->io_busy)
 		pthread_cond_wait(&s->cond, &s->lock);
+	/* Asynchronous requests end without the lock; it is let go anyway
+	 * while they do, because ending one may need a worker thread (the file
+	 * finishing a short read) and workers may be queueing for the lock.
+	 * Nothing new starts meanwhile: excl is set. */
+	pthread_mutex_lock(&s->track_lock);
+	if (s->aio_busy) {
+		pthread_mutex_unlock(&s->lock);
+		s->track_waiters++;
+		while (s->aio_busy)
+			pthread_cond_wait(&s->track_cond, &s->track_lock);
+		s->track_waiters--;
+		pthread_mutex_unlock(&s->track_lock);
+		pthread_mutex_lock(&s->lock);
+	} else {
+		pthread_mutex_unlock(&s->track_lock);
+	}
 }
 
 void qcow2_excl_end(struct qcow2 *s)
 {
 	s->excl = false;
 	pthread_cond_broadcast(&s->cond);
+}
+
+void qcow2_aio_begin(struct qcow2 *s)
+{
+	pthread_mutex_lock(&s->track_lock);
+	s->aio_busy++;
+	pthread_mutex_unlock(&s->track_lock);
+}
+
+void qcow2_aio_end(struct qcow2 *s)
+{
+	pthread_mutex_lock(&s->track_lock);
+	s->aio_busy--;
+	if (s->track_waiters)
+		pthread_cond_broadcast(&s->track_cond);
+	pthread_mutex_unlock(&s->track_lock);
+}
+
+void qcow2_inflight_add(struct qcow2 *s, struct qcow2_inflight *t, uint64_t host,
+			uint64_t len, bool write)
+{
+	t->host = host;
+	t->len = len;
+	t->write = write;
+	t->prev = NULL;
+	pthread_mutex_lock(&s->track_lock);
+	t->next = s->inflight;
+	if (s->inflight)
+		s->inflight->prev = t;
+	s->inflight = t;
+	pthread_mutex_unlock(&s->track_lock);
+}
+
+void qcow2_inflight_del(struct qcow2 *s, struct qcow2_inflight *t)
+{
+	pthread_mutex_lock(&s->track_lock);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		s->inflight = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	t->prev = t->next = NULL;
+	if (s->track_waiters)
+		pthread_cond_broadcast(&s->track_cond);
+	pthread_mutex_unlock(&s->track_lock);
+}
+
+/* track_lock held. Cluster granularity: refcounts are per cluster, and
+ * compressed clusters share host clusters byte-wise. */
+static bool inflight_busy_locked(const struct qcow2 *s, uint64_t off, uint64_t len,
+				 bool writes_only)
+{
+	uint64_t first = off >> s->cluster_bits;
+	uint64_t last = (off + (len ? len : 1) - 1) >> s->cluster_bits;
+
+	for (const struct qcow2_inflight *t = s->inflight; t; t = t->next) {
+		if (writes_only && !t->write)
+			continue;
+		uint64_t tf = t->host >> s->cluster_bits;
+		uint64_t tl = (t->host + (t->len ? t->len : 1) - 1) >> s->cluster_bits;
+		if (tf <= last && first <= tl)
+			return true;
+	}
+	return false;
+}
+
+bool qcow2_inflight_busy(struct qcow2 *s, uint64_t off, uint64_t len, bool writes_only)
+{
+	bool busy;
+
+	pthread_mutex_lock(&s->track_lock);
+	busy = inflight_busy_locked(s, off, len, writes_only);
+	pthread_mutex_unlock(&s->track_lock);
+	return busy;
+}
+
+/* The lock is let go while waiting: a synchronous writer we wait for takes
+ * it again when done. No new write to the range can start meanwhile (the
+ * callers hold the guest cluster in alloc_busy). */
+void qcow2_inflight_wait(struct qcow2 *s, uint64_t off, uint64_t len)
+{
+	pthread_mutex_lock(&s->track_lock);
+	if (!inflight_busy_locked(s, off, len, true)) {
+		pthread_mutex_unlock(&s->track_lock);
+		return;
+	}
+	pthread_mutex_unlock(&s->lock);
+	s->track_waiters++;
+	while (inflight_busy_locked(s, off, len, true))
+		pthread_cond_wait(&s->track_cond, &s->track_lock);
+	s->track_waiters--;
+	pthread_mutex_unlock(&s->track_lock);
+	pthread_mutex_lock(&s->lock);
 }
 
 /* ---- big-endian fields ---- */
@@ -657,6 +767,8 @@ static void qcow2_free_state(struct qcow2 *s)
 	free(s->exts);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->track_lock);
+	pthread_cond_destroy(&s->track_cond);
 	free(s);
 }
 
@@ -709,6 +821,8 @@ static int qcow2_open(struct blk *b, const struct blk_open_opts *o, char *err, s
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	pthread_mutex_init(&s->track_lock, NULL);
+	pthread_cond_init(&s->track_cond, NULL);
 	s->b = b;
 	s->file = b->file;
 	s->file_size = blk_size(b->file);
@@ -958,4 +1072,5 @@ const struct blk_driver blk_driver_qcow2 = {
 	.change_backing = qcow2_change_backing,
 	.info = qcow2_info,
 	.cluster_size = qcow2_cluster_size_of,
+	.aio_submit = qcow2_aio_submit,
 };

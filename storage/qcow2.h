@@ -10,11 +10,28 @@
  *   qcow2_check.c     consistency check and repair
  *   qcow2_create.c    create, truncate, preallocation
  *
+ *   qcow2_aio.c       the asynchronous fast path (reads, in-place writes)
+ *
  * Locking: struct qcow2's lock covers every field below and both caches.
  * Guest data moves to and from b->file outside it, between qcow2_io_begin()
  * and qcow2_io_end(); operations that rewrite whole tables (snapshots,
  * check, truncate, header changes) run between qcow2_excl_begin() and
- * qcow2_excl_end(), when no data I/O is in flight. */
+ * qcow2_excl_end(), when no data I/O is in flight. An asynchronous request
+ * counts in s->aio_busy (qcow2_aio_begin) from its submission until its
+ * completion runs; qcow2_excl_begin waits for those too.
+ *
+ * Data I/O in flight: every transfer of guest data to or from a host
+ * cluster of this image that runs without the lock (synchronous or on the
+ * ring) is listed in s->inflight from the moment it was mapped, under the
+ * lock, until it has finished. Host clusters it touches are not freed
+ * meanwhile (qcow2_refcount.c, invariant (9)).
+ *
+ * s->track_lock guards s->inflight and s->aio_busy. It is a leaf: held for
+ * no I/O and no other lock, taken after s->lock when both are. The thread
+ * that owns an aio context completes requests with it alone and never
+ * waits for s->lock (it try-locks at submission): a holder of s->lock may
+ * wait for ring I/O that only that thread reaps (the file's write lock, an
+ * excl operation), so the reaper must not wait for such a holder. */
 #ifndef DROVER_QCOW2_H
 #define DROVER_QCOW2_H
 
@@ -117,6 +134,15 @@ struct qcow2_range {                   /* host clusters waiting to be freed */
 	uint64_t len;
 };
 
+/* A data transfer between the guest and host bytes [host, host+len) that
+ * runs without the lock (see the top of the file). */
+struct qcow2_inflight {
+	uint64_t host;
+	uint64_t len;
+	bool write;
+	struct qcow2_inflight *prev, *next;
+};
+
 struct qcow2 {
 	struct blk *b;
 	struct blk *file;
@@ -176,6 +202,12 @@ struct qcow2 {
 	/* request tracking (see qcow2_io_begin) */
 	unsigned io_busy;
 	bool excl;
+	/* under track_lock (see the top of the file) */
+	pthread_mutex_t track_lock;
+	pthread_cond_t track_cond;
+	unsigned aio_busy;                   /* asynchronous requests in flight */
+	struct qcow2_inflight *inflight;     /* data I/O running without the lock */
+	unsigned track_waiters;              /* threads waiting on track_cond */
 	uint64_t *alloc_busy;          /* guest clusters being allocated */
 	unsigned nalloc_busy, alloc_busy_cap;
 
@@ -225,6 +257,22 @@ void qcow2_io_begin(struct qcow2 *s);
 void qcow2_io_end(struct qcow2 *s);
 void qcow2_excl_begin(struct qcow2 *s);
 void qcow2_excl_end(struct qcow2 *s);
+/* An asynchronous request enters (lock held, no excl operation running)
+ * and leaves (lock not needed). */
+void qcow2_aio_begin(struct qcow2 *s);
+void qcow2_aio_end(struct qcow2 *s);
+/* Lists t (caller's memory, until qcow2_inflight_del) as data I/O to
+ * [host, host+len) in flight: lock held, so that the mapping it was read
+ * from is still current. Deleting does not need the lock. */
+void qcow2_inflight_add(struct qcow2 *s, struct qcow2_inflight *t, uint64_t host,
+			uint64_t len, bool write);
+void qcow2_inflight_del(struct qcow2 *s, struct qcow2_inflight *t);
+/* Whether data I/O in flight (only writes: writes_only) touches a host
+ * cluster of [off, off+len). */
+bool qcow2_inflight_busy(struct qcow2 *s, uint64_t off, uint64_t len, bool writes_only);
+/* Waits (lock held, released meanwhile) until no write in flight touches a
+ * host cluster of [off, off+len). */
+void qcow2_inflight_wait(struct qcow2 *s, uint64_t off, uint64_t len);
 
 /* qcow2_cache.c */
 int qcow2_cache_init(struct qcow2_cache *c, const char *what, unsigned n, uint32_t table_size,
@@ -235,6 +283,9 @@ void qcow2_cache_destroy(struct qcow2_cache *c);
 int qcow2_cache_get(struct qcow2 *s, struct qcow2_cache *c, uint64_t offset, bool fresh,
 		    uint8_t **table);
 void qcow2_cache_put(struct qcow2_cache *c, uint8_t *table);
+/* The table at offset pinned if the cache holds it; -ENOENT if not (no I/O:
+ * the asynchronous path must not block on the disk). */
+int qcow2_cache_peek(struct qcow2_cache *c, uint64_t offset, uint8_t **table);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint8_t *table);
 /* Writes every dirty table (writeback order is the caller's business). */
 int qcow2_cache_write_all(struct qcow2 *s, struct qcow2_cache *c);
@@ -288,6 +339,23 @@ int qcow2_l1_write(struct qcow2 *s);
 /* Allocates the host clusters of [off, off+len) without writing data
  * (preallocation=metadata and up). */
 int qcow2_preallocate(struct qcow2 *s, uint64_t off, uint64_t len);
+/* One run of guest bytes stored contiguously on the host. */
+struct qcow2_extent {
+	uint64_t host;
+	uint64_t len;
+	uint64_t skip;                 /* its first byte's offset in the request */
+};
+/* Under the lock, without I/O: maps [off, off+len) to at most max host
+ * extents if the fast path may move its data (a read of data clusters, or
+ * a write in place into clusters we own alone) with every L2 table it
+ * needs in the cache; -ENOTSUP otherwise (the synchronous path decides). */
+int qcow2_map_fast(struct qcow2 *s, bool write, uint64_t off, uint64_t len,
+		   struct qcow2_extent *ext, unsigned max, unsigned *n);
+int qcow2_iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
+		    struct iovec *out);
+
+/* qcow2_aio.c */
+int qcow2_aio_submit(struct blk *b, struct blk_aio *a, struct blk_req *req);
 
 /* qcow2_snapshot.c */
 int qcow2_snapshots_read(struct qcow2 *s, char *err, size_t errlen);

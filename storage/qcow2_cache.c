@@ -112,6 +112,18 @@ int qcow2_cache_get(struct qcow2 *s, struct qcow2_cache *c, uint64_t offset, boo
 	return 0;
 }
 
+int qcow2_cache_peek(struct qcow2_cache *c, uint64_t offset, uint8_t **table)
+{
+	struct qcow2_cache_entry *e = offset ? cache_find(c, offset) : NULL;
+
+	if (!e)
+		return -ENOENT;
+	e->pins++;
+	e->lru = ++c->tick;
+	*table = e->data;
+	return 0;
+}
+
 void qcow2_cache_put(struct qcow2_cache *c, uint8_t *table)
 {
 	struct qcow2_cache_entry *e = cache_entry_of(c, table);

@@ -23,8 +23,8 @@
 
 /* ---- iovec helpers ---- */
 
-static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
-		     struct iovec *out)
+int qcow2_iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
+		    struct iovec *out)
 {
 	int n = 0;
 	for (int i = 0; i < iovcnt && len; i++) {
@@ -352,7 +352,7 @@ static int file_readv(struct qcow2 *s, uint64_t host, const struct iovec *iov, i
 	int ret = 0;
 
 	if (n) {
-		int cnt = iov_slice(iov, iovcnt, skip, n, tmp);
+		int cnt = qcow2_iov_slice(iov, iovcnt, skip, n, tmp);
 		ret = blk_preadv(s->file, host, tmp, cnt);
 	}
 	if (ret >= 0 && n < len)
@@ -378,7 +378,7 @@ static int backing_readv(struct blk *b, uint64_t guest, const struct iovec *iov,
 	if (guest < bsize)
 		n = bsize - guest < len ? (size_t)(bsize - guest) : len;
 	if (n) {
-		int cnt = iov_slice(iov, iovcnt, skip, n, tmp);
+		int cnt = qcow2_iov_slice(iov, iovcnt, skip, n, tmp);
 		ret = blk_preadv(b->backing, guest, tmp, cnt);
 	}
 	if (ret >= 0 && n < len)
@@ -508,9 +508,18 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 	qcow2_io_begin(s);
 	while (done < total) {
 		struct qcow2_map m;
+		struct qcow2_inflight busy;
+		uint64_t coff, clen;
 		ret = map_range(s, off + done, total - done, &m);
 		if (ret < 0)
 			break;
+		/* Invariant (9): the host bytes stay ours until we have read them. */
+		if (m.type == QCOW2_NORMAL) {
+			qcow2_inflight_add(s, &busy, m.host, m.len, false);
+		} else if (m.type == QCOW2_COMPRESSED) {
+			qcow2_compressed_range(s, m.entry, &coff, &clen);
+			qcow2_inflight_add(s, &busy, coff, clen, false);
+		}
 		pthread_mutex_unlock(&s->lock);
 		switch (m.type) {
 		case QCOW2_NORMAL:
@@ -534,6 +543,8 @@ int qcow2_preadv(struct blk *b, uint64_t off, const struct iovec *iov, int iovcn
 					 cbuf + qcow2_offset_into_cluster(s, off + done), m.len, true);
 			break;
 		}
+		if (m.type == QCOW2_NORMAL || m.type == QCOW2_COMPRESSED)
+			qcow2_inflight_del(s, &busy);
 		pthread_mutex_lock(&s->lock);
 		if (ret < 0)
 			break;
@@ -640,13 +651,18 @@ static int write_cluster(struct blk *b, uint64_t guest, const struct iovec *iov,
 		return -EIO;
 	}
 	if (write_in_place(s, entry, bitmap, intra, n)) {
+		struct qcow2_inflight busy;
 		host = (entry & QCOW2_OFFSET_MASK) + intra;
-		int cnt = iov_slice(iov, iovcnt, skip, n, tmp);
-		if (!serial)
+		int cnt = qcow2_iov_slice(iov, iovcnt, skip, n, tmp);
+		if (!serial) {
+			qcow2_inflight_add(s, &busy, host, n, true);
 			pthread_mutex_unlock(&s->lock);
+		}
 		ret = blk_pwritev(s->file, host, tmp, cnt, 0);
-		if (!serial)
+		if (!serial) {
+			qcow2_inflight_del(s, &busy);
 			pthread_mutex_lock(&s->lock);
+		}
 		return ret;
 	}
 
@@ -658,6 +674,11 @@ static int write_cluster(struct blk *b, uint64_t guest, const struct iovec *iov,
 	reuse = (entry & QCOW2_OFLAG_COPIED) && (t == QCOW2_ZERO_ALLOC || t == QCOW2_NORMAL);
 	if (reuse) {
 		host = entry & QCOW2_OFFSET_MASK;
+		/* The whole cluster is rewritten below: a write in place into
+		 * another of its subclusters must not land in between our read
+		 * and our write (it would be lost). Later ones wait in
+		 * alloc_wait or take the synchronous path (alloc_is_busy). */
+		qcow2_inflight_wait(s, host, s->cluster_size);
 	} else {
 		/* The L2 table first, so that sequential data stays contiguous. */
 		uint8_t *l2;
@@ -675,7 +696,7 @@ static int write_cluster(struct blk *b, uint64_t guest, const struct iovec *iov,
 	if (!serial)
 		pthread_mutex_unlock(&s->lock);
 	if (n == s->cluster_size) {
-		int cnt = iov_slice(iov, iovcnt, skip, n, tmp);
+		int cnt = qcow2_iov_slice(iov, iovcnt, skip, n, tmp);
 		ret = blk_pwritev(s->file, host, tmp, cnt, 0);
 	} else if (!(buf = malloc(s->cluster_size))) {
 		ret = -ENOMEM;
@@ -698,6 +719,89 @@ out_unmark:
 	alloc_unmark(s, gc);
 	free(buf);
 	return ret;
+}
+
+/* ---- mapping for the asynchronous path ---- */
+
+/* Whether every subcluster of [intra, intra+n) in a data cluster holds data. */
+static bool all_data(const struct qcow2 *s, uint64_t entry, uint64_t bitmap, uint64_t intra,
+		     uint64_t n)
+{
+	if (qcow2_classify(s, entry) != QCOW2_NORMAL)
+		return false;
+	if (!s->ext_l2)
+		return true;
+	unsigned first = (unsigned)(intra / s->subcluster_size);
+	unsigned last = (unsigned)((intra + n - 1) / s->subcluster_size);
+	for (unsigned sc = first; sc <= last; sc++)
+		if (!((bitmap >> sc) & 1))
+			return false;
+	return true;
+}
+
+/* The clusters of [*pos, end) that one L2 table maps, while they qualify;
+ * advances *pos past them. */
+static int map_fast_table(struct qcow2 *s, bool write, uint64_t off, uint64_t *pos,
+			  uint64_t end, struct qcow2_extent *ext, unsigned max, unsigned *n)
+{
+	uint64_t gc = *pos >> s->cluster_bits, l1i = gc >> s->l2_bits;
+	uint64_t l2off;
+	uint8_t *l2;
+
+	if (l1i >= s->l1_size)
+		return -ENOTSUP;
+	l2off = s->l1[l1i] & QCOW2_OFFSET_MASK;
+	if (!l2off || qcow2_offset_into_cluster(s, l2off) ||
+	    qcow2_cache_peek(&s->l2_cache, l2off, &l2) < 0)
+		return -ENOTSUP;
+	int ret = 0;
+	do {
+		uint32_t i = (uint32_t)(gc & (s->l2_entries - 1));
+		uint64_t entry = qcow2_l2_get(s, l2, i), bitmap = qcow2_l2_bitmap(s, l2, i);
+		uint64_t intra = qcow2_offset_into_cluster(s, *pos);
+		uint64_t len = s->cluster_size - intra;
+		uint64_t cluster = entry & QCOW2_OFFSET_MASK;
+		if (len > end - *pos)
+			len = end - *pos;
+		ret = -ENOTSUP;
+		if (qcow2_l2_entry_valid(s, entry, bitmap) < 0)
+			break;
+		if (write ? !write_in_place(s, entry, bitmap, intra, len) || alloc_is_busy(s, gc) ||
+			    qcow2_overlaps_metadata(s, cluster, s->cluster_size)
+			  : !all_data(s, entry, bitmap, intra, len))
+			break;
+		uint64_t host = cluster + intra;
+		/* Past the end of the file the ring would come back short and
+		 * the file driver finish on a worker: no pool dependency here. */
+		if (host + len > s->file_size)
+			break;
+		if (*n && ext[*n - 1].host + ext[*n - 1].len == host) {
+			ext[*n - 1].len += len;
+		} else {
+			if (*n == max)
+				break;
+			ext[(*n)++] = (struct qcow2_extent){ host, len, *pos - off };
+		}
+		ret = 0;
+		*pos += len;
+		gc++;
+	} while (*pos < end && (gc & (s->l2_entries - 1)));
+	qcow2_cache_put(&s->l2_cache, l2);
+	return ret;
+}
+
+int qcow2_map_fast(struct qcow2 *s, bool write, uint64_t off, uint64_t len,
+		   struct qcow2_extent *ext, unsigned max, unsigned *n)
+{
+	uint64_t pos = off, end = off + len;
+
+	*n = 0;
+	while (pos < end) {
+		int ret = map_fast_table(s, write, off, &pos, end, ext, max, n);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
 static int refuse_corrupt(struct qcow2 *s)

@@ -40,6 +40,14 @@
  *     only after all of them have been written and flushed (close). An
  *     image found dirty is repaired by a full check on open. (2) and (3)
  *     still hold so that no flushed data can be lost.
+ * (9) A host cluster is not freed while guest data I/O mapped to it is in
+ *     flight (s->inflight, qcow2.h): such I/O was mapped before the entry
+ *     changed and would otherwise land in, or read, whatever the cluster
+ *     is reallocated to (a table, another guest cluster). A queued free
+ *     that touches a cluster busy that way stays queued for the next
+ *     qcow2_meta_flush; excl operations wait for all data I/O, so the
+ *     refcount changes they make need no such check. [apply_pending;
+ *     qcow2_aio.c's requests stay listed until their completion runs]
  *
  * A missing refcount block goes to the first free cluster that is not part
  * of the run being allocated (qcow2_alloc_clusters sets s->avoid_*): if that
@@ -661,16 +669,26 @@ int qcow2_free_later(struct qcow2 *s, uint64_t offset, uint64_t len)
 	return 0;
 }
 
+/* Invariant (9): frees of clusters with data I/O in flight wait for the
+ * next round. */
 static int apply_pending(struct qcow2 *s)
 {
+	unsigned kept = 0;
 	int ret = 0;
 
 	for (unsigned i = 0; i < s->npending; i++) {
-		int r = qcow2_refcount_update(s, s->pending[i].offset, s->pending[i].len, -1);
-		if (r < 0 && !ret)
-			ret = r;   /* keep going: the rest only leaks if skipped */
+		struct qcow2_range r = s->pending[i];
+		/* r is unmapped: I/O mapped after this check cannot reach
+		 * what r frees. */
+		if (qcow2_inflight_busy(s, r.offset, r.len, false)) {
+			s->pending[kept++] = r;
+			continue;
+		}
+		int e = qcow2_refcount_update(s, r.offset, r.len, -1);
+		if (e < 0 && !ret)
+			ret = e;   /* keep going: the rest only leaks if skipped */
 	}
-	s->npending = 0;
+	s->npending = kept;
 	return ret;
 }
 

@@ -13,7 +13,17 @@
  * Request slots: each queue has as many slots as its largest size; a
  * popped chain occupies a slot until it is pushed back. A queue with no
  * free slot stops popping ("starved") and resumes when a completion frees
- * one. */
+ * one.
+ *
+ * Polling: after the thread has done something it keeps spinning on the
+ * rings (avail rings and completions) for POLL_NS instead of sleeping, with
+ * guest notifications left off, so a busy guest neither exits on a kick
+ * per request nor waits for the thread to be woken. It does not spin while
+ * a request that keeps the host's CPU busy is in flight (a write into the
+ * page cache is a copy done by a kernel worker, which a spinning thread
+ * would starve on a small host); nor once start/stop posted something.
+ * Notifications go back on when polling ends, and the ring is checked again
+ * after that, so a chain made available meanwhile is never missed. */
 #include "virtio_blk.h"
 
 #include <errno.h>
@@ -22,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "blk.h"
@@ -84,6 +95,8 @@
 #define EV_AIO                   0xfffeu
 #define IO_ERRORS_QUEUED         16
 #define IO_ERRORS_LOGGED         8
+#define POLL_NS                  50000
+#define POLL_PREEMPTED_NS        20000
 
 struct vblk;
 struct vblk_queue;
@@ -95,6 +108,7 @@ struct vblk_req {
 	uint8_t *status;
 	uint32_t type;
 	uint32_t used_len;           /* bytes written to the guest, on success */
+	bool cpu_bound;              /* counted in vblk.cpu_bound */
 	struct vblk_req *next_free;
 };
 
@@ -121,6 +135,7 @@ struct vblk {
 	struct blk_aio *aio;
 	uint64_t capacity;           /* sectors */
 	bool readonly;
+	bool direct;                 /* cache=none: data moves by DMA, not by host copies */
 	uint8_t config[CFG_LEN];     /* writeback byte: atomic */
 	unsigned nqueues;
 	struct vblk_queue q[VMM_MAX_DISK_QUEUES];
@@ -137,6 +152,8 @@ struct vblk {
 	bool running, exiting;
 	unsigned applied_gen;
 	unsigned inflight;
+	unsigned cpu_bound;          /* in flight and keeping a host CPU busy */
+	bool polling;                /* drained queues keep notifications off */
 
 	/* BLOCK_IO_ERROR events, passed to the main loop */
 	int err_fd;
@@ -229,6 +246,10 @@ static void emit_io_errors(void *opaque, int fd, uint32_t events)
 
 static void slot_free(struct vblk_queue *q, struct vblk_req *r)
 {
+	if (r->cpu_bound) {
+		r->cpu_bound = false;
+		q->d->cpu_bound--;
+	}
 	r->next_free = q->free;
 	q->free = r;
 	q->d->inflight--;
@@ -267,6 +288,10 @@ static void submit(struct vblk *d, struct vblk_req *r, enum blk_op op, uint64_t 
 		.op = op, .offset = off, .len = len, .iov = iov, .iovcnt = iovcnt,
 		.flags = flags, .done = req_done, .opaque = r,
 	};
+	/* Reads wait for the device (or hit the page cache at once); so do
+	 * O_DIRECT writes. The rest the host's CPU works on. */
+	r->cpu_bound = op != BLK_OP_READ && !(op == BLK_OP_WRITE && d->direct);
+	d->cpu_bound += r->cpu_bound;
 	ret = blk_aio_submit(d->blk, d->aio, &r->br);
 	if (ret < 0) {
 		report_io_error(d, r->type, off / SECTOR, ret);
@@ -458,6 +483,8 @@ static void process_queue(struct vblk *d, struct vblk_queue *q)
 			return;
 		}
 		q->starved = false;
+		if (d->polling)
+			return;
 		virtq_set_notify(vq, true);
 		if (!virtq_has_avail(vq))
 			return;
@@ -480,6 +507,65 @@ static void send_interrupts(struct vblk *d)
 }
 
 /* ---- the I/O thread ---- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static bool control_posted(struct vblk *d)
+{
+	return __atomic_load_n(&d->gen, __ATOMIC_ACQUIRE) != d->applied_gen;
+}
+
+static bool poll_once(struct vblk *d)
+{
+	bool progress = blk_aio_reap(d->aio) > 0;
+
+	for (unsigned i = 0; i < d->nqueues; i++) {
+		struct vblk_queue *q = &d->q[i];
+		struct virtq *vq = virtio_pci_queue(&d->vp, i);
+
+		if (q->free && vq && virtq_has_avail(vq)) {
+			process_queue(d, q);
+			progress = true;
+		}
+	}
+	return progress;
+}
+
+/* See "Polling" at the top. */
+static void poll_rings(struct vblk *d)
+{
+	uint64_t idle_since = now_ns(), last = idle_since, now;
+
+	d->polling = true;
+	while (!d->cpu_bound && !control_posted(d)) {
+		bool progress = poll_once(d);
+
+		now = now_ns();
+		if (progress) {
+			send_interrupts(d);
+			idle_since = now;
+		} else if (now - last >= POLL_PREEMPTED_NS) {
+			/* An empty round this long: the thread was descheduled.
+			 * The CPU is wanted elsewhere, and spinning would only
+			 * delay the vCPU and the kernel's workers. */
+			break;
+		}
+		if (now - idle_since >= POLL_NS)
+			break;
+		last = now;
+	}
+	d->polling = false;
+	for (unsigned i = 0; i < d->nqueues; i++)
+		if (!d->q[i].starved)
+			process_queue(d, &d->q[i]);
+	send_interrupts(d);
+}
 
 static void apply_control(struct vblk *d)
 {
@@ -547,6 +633,8 @@ static void *io_thread(void *arg)
 				process_queue(d, &d->q[i]);
 		send_interrupts(d);
 		maybe_ack(d);
+		if (d->running && !d->cpu_bound)
+			poll_rings(d);
 	}
 	return NULL;
 }
@@ -561,7 +649,8 @@ static void post_control(struct vblk *d, bool run, bool exit, bool wait)
 	pthread_mutex_lock(&d->lock);
 	d->want_run = run;
 	d->want_exit = exit;
-	g = ++d->gen;
+	/* atomic: the polling thread peeks at it without the lock */
+	g = __atomic_add_fetch(&d->gen, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&d->lock);
 	if (write(d->ctl_fd, &one, sizeof(one)) < 0)
 		log_error("disk '%s': waking the I/O thread: %s", d->cfg->id, strerror(errno));
@@ -677,6 +766,7 @@ static int open_disk(struct vblk *d, char *err, size_t errlen)
 		return ret;
 	}
 	d->readonly = c->readonly || blk_readonly(d->blk);
+	d->direct = c->cache == DISK_CACHE_NONE;
 	d->capacity = blk_size(d->blk) / SECTOR;
 	if (blk_size(d->blk) % SECTOR)
 		log_warn("disk '%s': %s is %llu bytes, not a whole number of sectors: the guest "
