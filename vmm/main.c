@@ -278,6 +278,15 @@ static enum control_error cmd_query_block(void *ctx, json_t *args, json_t **ret,
 	return CONTROL_OK;
 }
 
+static enum control_error cmd_query_blockstats(void *ctx, json_t *args, json_t **ret,
+					       char *desc, size_t len)
+{
+	struct vmm *m = ctx;
+
+	*ret = virtio_blk_query_stats(m->vm);
+	return CONTROL_OK;
+}
+
 static enum control_error cmd_query_kvm(void *ctx, json_t *args, json_t **ret, char *desc,
 					size_t len)
 {
@@ -302,6 +311,7 @@ static const struct control_command commands[] = {
 	{ "query-version", cmd_query_version },
 	{ "query-kvm", cmd_query_kvm },
 	{ "query-block", cmd_query_block },
+	{ "query-blockstats", cmd_query_blockstats },
 };
 
 static void handle_deferred(void *opaque, int fd, uint32_t events)

@@ -24,5 +24,10 @@ struct vm;
 /* query-block: one object per disk, in QEMU's shape ("device", "inserted":
  * {"file", "drv", "ro", "cache", ...}). A new reference. */
 json_t *virtio_blk_query(struct vm *vm);
+/* query-blockstats: {"device", "qdev", "stats": {"rd_bytes", "wr_bytes",
+ * "rd_operations", "wr_operations", "flush_operations", "unmap_operations",
+ * "rd_merged", "wr_merged", "failed_*_operations"}} per disk, counted when
+ * requests complete. A new reference. */
+json_t *virtio_blk_query_stats(struct vm *vm);
 
 #endif

@@ -194,7 +194,7 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
 	return 1;
 }
 
-void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+void virtq_fill(struct virtq *vq, uint16_t head, uint32_t len)
 {
 	uint8_t *elem = vq->used + USED_RING + USED_ELEM * (vq->used_idx % vq->size);
 	uint32_t id = head;
@@ -202,14 +202,25 @@ void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
 	memcpy(elem, &id, 4);
 	memcpy(elem + 4, &len, 4);
 	vq->used_idx++;
-	/* Release: the element is visible before the index that covers it. */
+}
+
+void virtq_flush(struct virtq *vq)
+{
+	/* Release: the elements are visible before the index that covers them. */
 	store16(vq->used + USED_IDX, vq->used_idx);
+}
+
+void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+{
+	virtq_fill(vq, head, len);
+	virtq_flush(vq);
 }
 
 bool virtq_should_notify(struct virtq *vq)
 {
 	uint16_t old = vq->signalled_used, now = vq->used_idx, event;
 
+	virtq_flush(vq);
 	/* used->idx must be visible before we read what the driver wants. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (old == now)

@@ -85,8 +85,15 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *elem);
 bool virtq_has_avail(struct virtq *vq);
 /* Returns chain head to the driver with len bytes written. */
 void virtq_push(struct virtq *vq, uint16_t head, uint32_t len);
+/* The same in two steps: virtq_fill writes the used element, virtq_flush
+ * shows the driver every element filled so far (used->idx). A device that
+ * completes several chains at once fills each and flushes once, so that
+ * the driver sees them together (and resubmits them together). */
+void virtq_fill(struct virtq *vq, uint16_t head, uint32_t len);
+void virtq_flush(struct virtq *vq);
 /* After one or more pushes: whether the driver wants an interrupt now
- * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). */
+ * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). Flushes
+ * first. */
 bool virtq_should_notify(struct virtq *vq);
 /* Asks the driver not to notify (false) or to notify (true) about new
  * chains; after enabling, call virtq_has_avail again, since chains may have

@@ -1,8 +1,9 @@
 /* blkbench: a virtio-blk benchmark (README.md). Random 4 KiB reads and
  * writes at queue depth 1 and 32, sequential 1 MiB reads and writes, each
  * for blkbench.ms milliseconds (default 1000) or blkbench.ops requests,
- * whichever ends first, on the first queue of the first virtio-blk device.
- * One line per row:
+ * whichever ends first, on the first queue of the first virtio-blk device;
+ * blkbench.only=NAME (randread, randwrite, seqread, seqwrite) runs the rows
+ * of that name alone. One line per row:
  *
  *   blkbench: randread qd1 bs 4096 ops N ms T iops I mbps M.M lat_us L
  *
@@ -49,6 +50,7 @@ struct bench {
 	struct slot slots[MAX_QD];
 	uint64_t ms, max_ops, seq_qd, rng;
 	uint64_t seq_next;          /* byte offset of the next sequential request */
+	const char *only;           /* blkbench.only=NAME: the rows of that name alone */
 };
 
 struct result {
@@ -80,6 +82,7 @@ static int parse_opts(struct bench *b)
 		printf("blkbench: FAIL malformed option (ms, ops, seq_qd, seed take numbers)\n");
 		return -EINVAL;
 	}
+	b->only = cmdline_get(cl, "blkbench.only");
 	if (b->seq_qd < 1 || b->seq_qd > MAX_QD || !b->rng) {
 		printf("blkbench: FAIL blkbench.seq_qd=%lu: 1 to %d; blkbench.seed: not 0\n",
 		       b->seq_qd, MAX_QD);
@@ -214,6 +217,14 @@ static void run_row(struct bench *b, const struct row *row, unsigned qd, struct 
 	res->ns = time_ns() - t0;
 }
 
+static int selected(const struct bench *b, const struct row *row)
+{
+	size_t n = strlen(row->name);
+
+	return !b->only || (!strncmp(b->only, row->name, n) &&
+			    (b->only[n] == 0 || b->only[n] == ' '));
+}
+
 static void print_row(const struct row *row, unsigned qd, const struct result *res)
 {
 	uint64_t ns = res->ns ? res->ns : 1;
@@ -239,6 +250,8 @@ int main(void)
 	for (unsigned i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		unsigned qd = rows[i].qd ? rows[i].qd : (unsigned)b.seq_qd;
 		struct result res;
+		if (!selected(&b, &rows[i]))
+			continue;
 		run_row(&b, &rows[i], qd, &res);
 		print_row(&rows[i], qd, &res);
 		if (res.errors) {
