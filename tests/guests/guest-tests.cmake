@@ -185,9 +185,11 @@ drover_guest_test(bootinfo-linux64 VMM drover GUEST bootinfo.elf MEMORY 64 INITR
 #                                QEMU only: another -machine (default microvm with
 #                                pcie=on), more arguments (bus=... in DISK places
 #                                the device on a bridge they add)
-#   [PREFILL seed] [UNCHANGED] [CHECK seed])
-#                                before: blkcheck's pattern written by the host tool;
-#                                after: image file unchanged / pattern checked by it
+#   [PREFILL seed [LAYOUT l]] [UNCHANGED] [CHECK seed])
+#                                before: blkcheck's pattern written by the host tool
+#                                (a qcow2 image laid out by qemu-img as LAYOUT says:
+#                                run-blk.sh --layout); after: image file unchanged /
+#                                pattern checked by it
 # QEMU gets -machine microvm with pcie=on, the image as -drive and a
 # virtio-blk-pci device (modern only); drover-vmm gets --disk.
 set(GUEST_BLK_RUNNER ${CMAKE_CURRENT_SOURCE_DIR}/run-blk.sh)
@@ -250,7 +252,7 @@ endfunction()
 
 function(drover_blk_test name)
   cmake_parse_arguments(T "UNCHANGED"
-    "VMM;GUEST;FORMAT;SIZE;DISK;DISK2;CMDLINE;CMDLINE2;CODE;TIMEOUT;PREFILL;CHECK;QEMU_MACHINE"
+    "VMM;GUEST;FORMAT;SIZE;DISK;DISK2;CMDLINE;CMDLINE2;CODE;TIMEOUT;PREFILL;LAYOUT;CHECK;QEMU_MACHINE"
     "EXPECT;EXPECT2;QEMU_ARGS" ${ARGN})
   if(NOT T_QEMU_MACHINE)
     set(T_QEMU_MACHINE microvm,accel=kvm,pcie=on,acpi=on)
@@ -282,6 +284,9 @@ function(drover_blk_test name)
       --tool $<TARGET_FILE:blkpattern>)
   if(DEFINED T_PREFILL)
     list(APPEND args --prefill ${T_PREFILL})
+  endif()
+  if(DEFINED T_LAYOUT)
+    list(APPEND args --layout ${T_LAYOUT})
   endif()
   if(T_UNCHANGED)
     list(APPEND args --unchanged)
@@ -372,6 +377,18 @@ foreach(vmm ${BLK_VMMS})
                     CMDLINE "blkcheck.seed=9" EXPECT blkcheck.txt
                     CMDLINE2 "blkcheck.seed=9 blkcheck.verify_only"
                     EXPECT2 blkcheck-verify.txt)
+  endforeach()
+  # Images that qemu-img laid out: the guest reads qemu-img's pattern back,
+  # then writes its own over it (into compressed, shared, backing-file and
+  # subcluster clusters), which the host tool reads back; qemu-img check
+  # after.
+  foreach(layout compressed c512 c2m extl2 backing snapshot)
+    drover_blk_test(blkcheck-qemu-img-${layout} VMM ${vmm} FORMAT qcow2 SIZE ${BLK_RAW_SIZE}
+                    DISK "cache=writeback" PREFILL 13 LAYOUT ${layout} CHECK 14
+                    CMDLINE "blkcheck.seed=13 blkcheck.verify_only"
+                    EXPECT blkcheck-verify.txt
+                    CMDLINE2 "blkcheck.seed=14 blkcheck.sectors=${BLK_RAW_SECTORS}"
+                    EXPECT2 blkcheck.txt blkcheck-whole.txt)
   endforeach()
   # Configuration mechanism #1 instead of ECAM. QEMU's microvm has no ports
   # 0xCF8/0xCFC: q35 has them (and SeaBIOS, which places the BARs: 3 s more).
