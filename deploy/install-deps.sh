@@ -9,6 +9,9 @@ packages=(
 	# build
 	build-essential cmake pkg-config
 	libjansson-dev liburing-dev zlib1g-dev
+	# control plane: protocol, controller state, REST server, CLI, token hashes
+	protobuf-c-compiler libprotobuf-c-dev libsqlite3-dev libmicrohttpd-dev
+	libcurl4-openssl-dev libssl-dev
 	# tests
 	libcmocka-dev
 	qemu-system-x86 qemu-utils   # the conformance and benchmark peer
@@ -16,6 +19,9 @@ packages=(
 	gzip socat
 	python3                      # drover-img interoperability tests (stdlib only)
 	strace                       # qcow2 crash test: faults injected at chosen syscalls
+	iproute2                     # cluster tests: hosts as network namespaces, veths, bridge
+	sqlite3                      # cluster tests read droverd's database as an operator would
+	wrk                          # REST latency benchmark (tests/bench/)
 	# sanitizers and fuzzing
 	clang libclang-rt-14-dev
 	# tests/linux: building the small kernel from Debian's sources (issue #9)

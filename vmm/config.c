@@ -1072,6 +1072,7 @@ static int cfg_json_labels(struct json_ctx *jc, const char *key, const json_t *v
 enum json_kind {
 	JK_STRING, JK_MEMORY, JK_CPUS, JK_FEATURES, JK_BOOT,
 	JK_EMPTY_ARRAY, JK_DISKS, JK_LABELS, JK_IGNORED_STRING, JK_IGNORED_OBJECT,
+	JK_IGNORED_BOOL,
 };
 
 struct json_key {
@@ -1082,7 +1083,8 @@ struct json_key {
 
 /* Top level: the command line's names, then the definition's own. Keys the
  * VMM has no use for yet are checked for shape and otherwise ignored:
- * "placement" is the scheduler's business and "id" the controller's. */
+ * "placement" is the scheduler's business, "id" and "start" the
+ * controller's. */
 static const struct json_key top_keys[] = {
 	{ "kernel",        JK_STRING,   OPT_KERNEL },
 	{ "initrd",        JK_STRING,   OPT_INITRD },
@@ -1104,6 +1106,7 @@ static const struct json_key top_keys[] = {
 	{ "description",   JK_IGNORED_STRING, 0 },
 	{ "id",            JK_IGNORED_STRING, 0 },
 	{ "placement",     JK_IGNORED_OBJECT, 0 },
+	{ "start",         JK_IGNORED_BOOL, 0 },
 };
 
 static const struct json_key boot_keys[] = {
@@ -1153,6 +1156,8 @@ static int cfg_json_key_apply(struct json_ctx *jc, const struct json_key *k, con
 		return json_is_string(v) ? 0 : cfg_json_wrong_type(jc, path, "a string", v);
 	case JK_IGNORED_OBJECT:
 		return json_is_object(v) ? 0 : cfg_json_wrong_type(jc, path, "an object", v);
+	case JK_IGNORED_BOOL:
+		return json_is_boolean(v) ? 0 : cfg_json_wrong_type(jc, path, "true or false", v);
 	}
 	return -EINVAL;
 }
