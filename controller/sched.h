@@ -20,7 +20,30 @@
  * A request that no host could ever take (more vCPUs or memory than any
  * host's capacity even empty, a CPU flag no host has) is "impossible"
  * (HTTP 422); one that fails only because of the current load, maintenance
- * or down hosts is "not now" (HTTP 409). */
+ * or down hosts is "not now" (HTTP 409).
+ *
+ * Precisely (sched.c holds the why of each choice):
+ *   - allowed vCPUs = floor((cpus - reserved_cpus) x cpu_ratio), allowed
+ *     memory = floor((mem - reserved_mem) x mem_ratio); a request fits when
+ *     allocated + requested <= allowed (equal is allowed).
+ *   - score, for a host that passed: free = the mean of the free vCPU and
+ *     free memory fractions of its allowed capacity *after* this VM;
+ *     spread scores free, pack scores 1 - free; both minus SCHED_VM_PENALTY
+ *     per VM already there. The highest score wins; equal scores go to the
+ *     smaller id (strcmp).
+ *   - impossible: no host, even empty and up, passes pinned + vcpus +
+ *     memory + cpu_flags + host_labels at once (so a pinned host that does
+ *     not exist is impossible too). Affinity and anti-affinity are load:
+ *     never impossible. No hosts at all (n == 0) is "not now": hosts come.
+ *   - malformed (-EINVAL, res->summary says what): NULL p/req/res, NULL
+ *     hosts or verdicts with n > 0, vcpus or mem 0, a ratio not > 0 or not
+ *     finite, an unknown weigher, NULL arrays with counts > 0, NULL or empty
+ *     flags, label keys, pinned host or group names (absent is NULL, not
+ *     ""), the same group for affinity and anti-affinity, a host without id.
+ *     Host arrays are trusted otherwise (sorted flags...): check a host with
+ *     sched_host_check() once when its inventory changes, not per placement.
+ *   - no allocation, no locks; cost is O(n) plus the flags, labels and
+ *     groups compared. A reason is only formatted for a rejected host. */
 #ifndef DROVER_SCHED_H
 #define DROVER_SCHED_H
 
@@ -77,15 +100,33 @@ struct sched_verdict {
 	char reason[SCHED_REASON_MAX]; /* why it was rejected, when not accepted */
 };
 
+#define SCHED_SUMMARY_MAX 256
+#define SCHED_VM_PENALTY 1e-5          /* score lost per VM already on a host */
+
 struct sched_result {
 	int chosen;                    /* index into hosts, or -1 */
 	bool impossible;               /* no host could ever take it (422 rather than 409) */
 	struct sched_verdict *verdicts;  /* one per host, caller-allocated, n entries */
+	/* Added: one sentence for a person: the host chosen; why no host can
+	 * take it (now or ever: the error message of a 409 or 422); or what is
+	 * malformed (-EINVAL). */
+	char summary[SCHED_SUMMARY_MAX];
 };
 
 /* Places req among n hosts. verdicts must have room for n entries. 0, or
  * -EINVAL for a malformed request (vcpus 0...). */
 int sched_place(const struct sched_policy *p, const struct sched_host *hosts, size_t n,
 		const struct sched_request *req, struct sched_result *res);
+
+/* Added: a host's allowed capacity under policy p, as the vcpus and memory
+ * filters compute it (for the API's Host.capacity). 0, or -EINVAL. */
+int sched_host_capacity(const struct sched_policy *p, const struct sched_host *h,
+			uint64_t *vcpus, uint64_t *mem);
+
+/* Added: whether h keeps the contract sched_place trusts (id set, no NULL
+ * strings, array pointers set where counts are not 0, cpu_flags strictly
+ * sorted by strcmp). 0, or -EINVAL with a sentence in err (errlen bytes,
+ * may be 0) naming the host and what is wrong. */
+int sched_host_check(const struct sched_host *h, char *err, size_t errlen);
 
 #endif
