@@ -15,7 +15,6 @@
  *       cut on a UTF-8 character boundary and ended with "...", so that it
  *       can go into JSON as it is. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +39,9 @@ static void line_init(struct line *l, char *buf, size_t cap)
 		buf[0] = '\0';
 }
 
-static void line_mem(struct line *l, const char *s, size_t n)
+/* Inlined so that appending a literal copies a known length in a few moves. */
+static inline __attribute__((always_inline)) void line_mem(struct line *l, const char *s,
+							   size_t n)
 {
 	if (l->cut || !l->cap)
 		return;
@@ -58,6 +59,9 @@ static void line_str(struct line *l, const char *s)
 {
 	line_mem(l, s, strlen(s));
 }
+
+/* A string literal, its length known at compile time. */
+#define line_lit(l, s) line_mem((l), "" s, sizeof(s) - 1)
 
 static void line_u64(struct line *l, uint64_t v)
 {
@@ -81,7 +85,7 @@ static void line_size(struct line *l, uint64_t bytes)
 	};
 
 	if (!bytes) {
-		line_str(l, "0");
+		line_lit(l, "0");
 		return;
 	}
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
@@ -92,24 +96,15 @@ static void line_size(struct line *l, uint64_t bytes)
 		}
 	}
 	line_u64(l, bytes);
-	line_str(l, " B");
-}
-
-/* "4.0", "1.5", "1.25": as the operator wrote it in the configuration. */
-static void line_ratio(struct line *l, double r)
-{
-	char tmp[32];
-
-	snprintf(tmp, sizeof(tmp), r == floor(r) ? "%.1f" : "%g", r);
-	line_str(l, tmp);
+	line_lit(l, " B");
 }
 
 /* A quoted name, as reasons show user-given strings. */
 static void line_quoted(struct line *l, const char *s)
 {
-	line_str(l, "'");
+	line_lit(l, "'");
 	line_str(l, s);
-	line_str(l, "'");
+	line_lit(l, "'");
 }
 
 /* Invariant (3): a cut line loses whole characters and says so. */
@@ -133,27 +128,61 @@ static const char *host_label(const struct sched_host *h)
 	return h->name && h->name[0] ? h->name : h->id;
 }
 
+/* An overcommit ratio, read once per call: whole ratios (1, 2, 4...), the
+ * common case, then multiply exactly in integers. (No libm here: the
+ * controller library does not link it, and integers do the job exactly.) */
+struct ratio {
+	uint64_t whole;        /* the ratio when it is a whole number, else 0 */
+	double value;
+};
+
+static bool ratio_valid(double r)
+{
+	return r > 0 && __builtin_isfinite(r);
+}
+
+/* r is valid (ratio_valid, checked first). */
+static bool ratio_is_whole(double r)
+{
+	return r < 4294967296.0 && r == (double)(uint64_t)r;
+}
+
+static struct ratio ratio_make(double r)
+{
+	return (struct ratio){ .whole = ratio_is_whole(r) ? (uint64_t)r : 0, .value = r };
+}
+
+/* "4.0", "1.5", "1.25": as the operator wrote it in the configuration.
+ * Formatted once per call, not once per rejected host. */
+static void ratio_text(char *buf, size_t len, double r)
+{
+	snprintf(buf, len, ratio_is_whole(r) ? "%.1f" : "%g", r);
+}
+
 /* floor(base x ratio), except that a product a rounding error below an
  * integer counts as that integer: 45 cpus x 1.4 allow 63 vCPUs, not 62
  * (the double product is 62.99999999999999). */
-static uint64_t scaled(uint64_t base, double ratio)
+static uint64_t scaled(uint64_t base, struct ratio r)
 {
-	if (ratio == 1.0)
-		return base;
-	double v = (double)base * ratio;
-	double r = nearbyint(v);
-	v = fabs(v - r) <= v * 1e-12 ? r : floor(v);
-	return v >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)v;
+	if (r.whole)
+		return base > UINT64_MAX / r.whole ? UINT64_MAX : base * r.whole;
+	double v = (double)base * r.value;
+	if (v >= 18446744073709551616.0)
+		return UINT64_MAX;
+	uint64_t below = (uint64_t)v;  /* truncation: the floor of a product >= 0 */
+	if (below < UINT64_MAX && (double)(below + 1) - v <= v * 1e-12)
+		return below + 1;
+	return below;
 }
 
-static uint64_t allowed_vcpus(const struct sched_policy *p, const struct sched_host *h)
+static uint64_t allowed_vcpus(struct ratio r, const struct sched_host *h)
 {
-	return scaled(h->cpus > h->reserved_cpus ? h->cpus - h->reserved_cpus : 0, p->cpu_ratio);
+	return scaled(h->cpus > h->reserved_cpus ? h->cpus - h->reserved_cpus : 0, r);
 }
 
-static uint64_t allowed_mem(const struct sched_policy *p, const struct sched_host *h)
+static uint64_t allowed_mem(struct ratio r, const struct sched_host *h)
 {
-	return scaled(h->mem > h->reserved_mem ? h->mem - h->reserved_mem : 0, p->mem_ratio);
+	return scaled(h->mem > h->reserved_mem ? h->mem - h->reserved_mem : 0, r);
 }
 
 /* allocated + requested <= allowed, without overflow whatever the inputs. */
@@ -206,12 +235,39 @@ static bool host_is_pinned(const struct sched_host *h, const char *pinned)
 struct place {
 	const struct sched_policy *p;
 	const struct sched_request *req;
+	struct ratio cpu, mem;
+	char cpu_ratio[32], mem_ratio[32];       /* as reasons print them */
 	size_t affinity_hosts;                   /* hosts running the affinity group */
 	const struct sched_host *affinity_first; /* the smallest id among them */
 };
 
 /* A filter passes h, or writes why not into why and fails it. */
 typedef bool filter_fn(const struct place *pl, const struct sched_host *h, struct line *why);
+
+static bool uses_pinned(const struct sched_request *req)
+{
+	return req->pinned_host;
+}
+
+static bool uses_cpu_flags(const struct sched_request *req)
+{
+	return req->ncpu_flags;
+}
+
+static bool uses_host_labels(const struct sched_request *req)
+{
+	return req->nhost_labels;
+}
+
+static bool uses_affinity(const struct sched_request *req)
+{
+	return req->affinity_group;
+}
+
+static bool uses_anti_affinity(const struct sched_request *req)
+{
+	return req->anti_affinity_group;
+}
 
 static bool filter_up(const struct place *pl, const struct sched_host *h, struct line *why)
 {
@@ -228,52 +284,52 @@ static bool filter_pinned(const struct place *pl, const struct sched_host *h, st
 
 	if (!pinned || host_is_pinned(h, pinned))
 		return true;
-	line_str(why, "pinned: the VM is pinned to host ");
+	line_lit(why, "pinned: the VM is pinned to host ");
 	line_quoted(why, pinned);
 	return false;
 }
 
 static bool filter_vcpus(const struct place *pl, const struct sched_host *h, struct line *why)
 {
-	uint64_t allowed = allowed_vcpus(pl->p, h);
+	uint64_t allowed = allowed_vcpus(pl->cpu, h);
 
 	if (fits(h->vcpus_allocated, pl->req->vcpus, allowed))
 		return true;
-	line_str(why, "vcpus: ");
+	line_lit(why, "vcpus: ");
 	line_u64(why, h->vcpus_allocated);
-	line_str(why, " allocated + ");
+	line_lit(why, " allocated + ");
 	line_u64(why, pl->req->vcpus);
-	line_str(why, " requested > ");
+	line_lit(why, " requested > ");
 	line_u64(why, allowed);
-	line_str(why, " allowed ((");
+	line_lit(why, " allowed ((");
 	line_u64(why, h->cpus);
-	line_str(why, " cpus - ");
+	line_lit(why, " cpus - ");
 	line_u64(why, h->reserved_cpus);
-	line_str(why, " reserved) x ");
-	line_ratio(why, pl->p->cpu_ratio);
-	line_str(why, ")");
+	line_lit(why, " reserved) x ");
+	line_str(why, pl->cpu_ratio);
+	line_lit(why, ")");
 	return false;
 }
 
 static bool filter_memory(const struct place *pl, const struct sched_host *h, struct line *why)
 {
-	uint64_t allowed = allowed_mem(pl->p, h);
+	uint64_t allowed = allowed_mem(pl->mem, h);
 
 	if (fits(h->mem_allocated, pl->req->mem, allowed))
 		return true;
-	line_str(why, "memory: ");
+	line_lit(why, "memory: ");
 	line_size(why, h->mem_allocated);
-	line_str(why, " allocated + ");
+	line_lit(why, " allocated + ");
 	line_size(why, pl->req->mem);
-	line_str(why, " requested > ");
+	line_lit(why, " requested > ");
 	line_size(why, allowed);
-	line_str(why, " allowed ((");
+	line_lit(why, " allowed ((");
 	line_size(why, h->mem);
-	line_str(why, " - ");
+	line_lit(why, " - ");
 	line_size(why, h->reserved_mem);
-	line_str(why, " reserved) x ");
-	line_ratio(why, pl->p->mem_ratio);
-	line_str(why, ")");
+	line_lit(why, " reserved) x ");
+	line_str(why, pl->mem_ratio);
+	line_lit(why, ")");
 	return false;
 }
 
@@ -305,15 +361,15 @@ static bool filter_host_labels(const struct place *pl, const struct sched_host *
 			continue;
 		line_str(why, missing++ ? "; " : "host_labels: ");
 		line_str(why, want->key);
-		line_str(why, "=");
+		line_lit(why, "=");
 		line_str(why, want->value);
-		line_str(why, " asked, host has ");
+		line_lit(why, " asked, host has ");
 		if (have) {
 			line_str(why, want->key);
-			line_str(why, "=");
+			line_lit(why, "=");
 			line_str(why, have);
 		} else {
-			line_str(why, "no label ");
+			line_lit(why, "no label ");
 			line_str(why, want->key);
 		}
 	}
@@ -326,16 +382,16 @@ static bool filter_affinity(const struct place *pl, const struct sched_host *h, 
 
 	if (!group || !pl->affinity_hosts || host_has_group(h, group))
 		return true;
-	line_str(why, "affinity: VMs of group ");
+	line_lit(why, "affinity: VMs of group ");
 	line_quoted(why, group);
-	line_str(why, " run on ");
+	line_lit(why, " run on ");
 	line_quoted(why, host_label(pl->affinity_first));
 	if (pl->affinity_hosts > 1) {
-		line_str(why, " and ");
+		line_lit(why, " and ");
 		line_u64(why, pl->affinity_hosts - 1);
 		line_str(why, pl->affinity_hosts > 2 ? " other hosts" : " other host");
 	}
-	line_str(why, ", not here");
+	line_lit(why, ", not here");
 	return false;
 }
 
@@ -346,25 +402,28 @@ static bool filter_anti_affinity(const struct place *pl, const struct sched_host
 
 	if (!group || !host_has_group(h, group))
 		return true;
-	line_str(why, "anti_affinity: a VM of group ");
+	line_lit(why, "anti_affinity: a VM of group ");
 	line_quoted(why, group);
-	line_str(why, " already runs here");
+	line_lit(why, " already runs here");
 	return false;
 }
 
-/* The order of sched.h; a host rejected by one filter meets no other. */
+/* The order of sched.h; a host rejected by one filter meets no other.
+ * applies: whether the request uses the filter at all (NULL: always), so
+ * that a plain request costs three filters per host, not eight. */
 static const struct filter {
 	const char *name;
 	filter_fn *pass;
+	bool (*applies)(const struct sched_request *req);
 } filters[] = {
-	{ "up", filter_up },
-	{ "pinned", filter_pinned },
-	{ "vcpus", filter_vcpus },
-	{ "memory", filter_memory },
-	{ "cpu_flags", filter_cpu_flags },
-	{ "host_labels", filter_host_labels },
-	{ "affinity", filter_affinity },
-	{ "anti_affinity", filter_anti_affinity },
+	{ "up", filter_up, NULL },
+	{ "pinned", filter_pinned, uses_pinned },
+	{ "vcpus", filter_vcpus, NULL },
+	{ "memory", filter_memory, NULL },
+	{ "cpu_flags", filter_cpu_flags, uses_cpu_flags },
+	{ "host_labels", filter_host_labels, uses_host_labels },
+	{ "affinity", filter_affinity, uses_affinity },
+	{ "anti_affinity", filter_anti_affinity, uses_anti_affinity },
 };
 #define NFILTERS (sizeof(filters) / sizeof(filters[0]))
 
@@ -373,7 +432,7 @@ static const struct filter {
 static double host_score(const struct place *pl, const struct sched_host *h)
 {
 	const struct sched_request *req = pl->req;
-	uint64_t av = allowed_vcpus(pl->p, h), am = allowed_mem(pl->p, h);
+	uint64_t av = allowed_vcpus(pl->cpu, h), am = allowed_mem(pl->mem, h);
 	double free_vcpus = (double)(av - h->vcpus_allocated - req->vcpus) / (double)av;
 	double free_mem = (double)(am - h->mem_allocated - req->mem) / (double)am;
 	double free = (free_vcpus + free_mem) / 2;
@@ -393,7 +452,7 @@ static int malformed(struct sched_result *res, const char *what)
 	struct line l;
 
 	line_init(&l, res->summary, sizeof(res->summary));
-	line_str(&l, "malformed placement request: ");
+	line_lit(&l, "malformed placement request: ");
 	line_str(&l, what);
 	line_end(&l);
 	return -EINVAL;
@@ -409,9 +468,9 @@ static int check_request(const struct sched_policy *p, const struct sched_reques
 {
 	if (!p)
 		return malformed(res, "no policy");
-	if (!(p->cpu_ratio > 0) || !isfinite(p->cpu_ratio))
+	if (!ratio_valid(p->cpu_ratio))
 		return malformed(res, "policy cpu_ratio must be a finite number above 0");
-	if (!(p->mem_ratio > 0) || !isfinite(p->mem_ratio))
+	if (!ratio_valid(p->mem_ratio))
 		return malformed(res, "policy mem_ratio must be a finite number above 0");
 	if (p->weigher != SCHED_SPREAD && p->weigher != SCHED_PACK)
 		return malformed(res, "policy weigher is neither spread nor pack");
@@ -457,7 +516,7 @@ static bool host_could_ever(const struct place *pl, const struct sched_host *h)
 
 	if (req->pinned_host && !host_is_pinned(h, req->pinned_host))
 		return false;
-	if (req->vcpus > allowed_vcpus(pl->p, h) || req->mem > allowed_mem(pl->p, h))
+	if (req->vcpus > allowed_vcpus(pl->cpu, h) || req->mem > allowed_mem(pl->mem, h))
 		return false;
 	for (size_t i = 0; i < req->ncpu_flags; i++)
 		if (!host_has_flag(h, req->cpu_flags[i]))
@@ -468,94 +527,117 @@ static bool host_could_ever(const struct place *pl, const struct sched_host *h)
 	return true;
 }
 
-/* The one sentence of a 422: the first constraint, in filter order, that
- * no candidate host meets even alone. */
-static void explain_impossible(const struct place *pl, const struct sched_host *hosts, size_t n,
-			       struct line *l)
+/* A host the request could name: the pinned one, or any. */
+static bool candidate(const struct place *pl, const struct sched_host *h)
 {
-	const struct sched_request *req = pl->req;
-	const struct sched_host *most_vcpus = NULL, *most_mem = NULL;
-	uint64_t max_vcpus = 0, max_mem = 0;
-	size_t missing = 0;
+	return !pl->req->pinned_host || host_is_pinned(h, pl->req->pinned_host);
+}
+
+/* The candidate allowing the most vCPUs and the one allowing the most
+ * memory (ties: the smaller id); NULL when there is no candidate. */
+struct largest {
+	const struct sched_host *vcpus_host, *mem_host;
+	uint64_t vcpus, mem;
+};
+
+static struct largest find_largest(const struct place *pl, const struct sched_host *hosts,
+				   size_t n)
+{
+	struct largest big = { 0 };
 
 	for (size_t i = 0; i < n; i++) {
 		const struct sched_host *h = &hosts[i];
 
-		if (req->pinned_host && !host_is_pinned(h, req->pinned_host))
+		if (!candidate(pl, h))
 			continue;
-		uint64_t v = allowed_vcpus(pl->p, h), m = allowed_mem(pl->p, h);
-		if (!most_vcpus || v > max_vcpus || (v == max_vcpus && strcmp(h->id, most_vcpus->id) < 0)) {
-			most_vcpus = h;
-			max_vcpus = v;
+		uint64_t v = allowed_vcpus(pl->cpu, h), m = allowed_mem(pl->mem, h);
+		if (!big.vcpus_host || v > big.vcpus ||
+		    (v == big.vcpus && strcmp(h->id, big.vcpus_host->id) < 0)) {
+			big.vcpus_host = h;
+			big.vcpus = v;
 		}
-		if (!most_mem || m > max_mem || (m == max_mem && strcmp(h->id, most_mem->id) < 0)) {
-			most_mem = h;
-			max_mem = m;
+		if (!big.mem_host || m > big.mem ||
+		    (m == big.mem && strcmp(h->id, big.mem_host->id) < 0)) {
+			big.mem_host = h;
+			big.mem = m;
 		}
 	}
-	line_str(l, "impossible: ");
-	if (!most_vcpus) {
-		line_str(l, "pinned: no host has the id or name ");
-		line_quoted(l, req->pinned_host);
-		return;
-	}
-	const char *which = req->pinned_host ? " on the pinned host " : " even on host ";
-	const char *tail = req->pinned_host ? " when empty" : ", the largest, when empty";
-	if (req->vcpus > max_vcpus) {
-		line_str(l, "vcpus: ");
-		line_u64(l, req->vcpus);
-		line_str(l, " requested > ");
-		line_u64(l, max_vcpus);
-		line_str(l, " allowed");
-		line_str(l, which);
-		line_quoted(l, host_label(most_vcpus));
-		line_str(l, tail);
-		return;
-	}
-	if (req->mem > max_mem) {
-		line_str(l, "memory: ");
-		line_size(l, req->mem);
-		line_str(l, " requested > ");
-		line_size(l, max_mem);
-		line_str(l, " allowed");
-		line_str(l, which);
-		line_quoted(l, host_label(most_mem));
-		line_str(l, tail);
-		return;
-	}
-	for (size_t f = 0; f < req->ncpu_flags; f++) {
-		size_t i;
+	return big;
+}
 
+/* "... allowed even on host 'big', the largest, when empty" */
+static void explain_largest(const struct place *pl, const struct sched_host *h, struct line *l)
+{
+	line_str(l, pl->req->pinned_host ? " allowed on the pinned host " : " allowed even on host ");
+	line_quoted(l, host_label(h));
+	line_str(l, pl->req->pinned_host ? " when empty" : ", the largest, when empty");
+}
+
+/* The requested flags and labels that no candidate has; false if none. */
+static bool explain_missing(const struct place *pl, const struct sched_host *hosts, size_t n,
+			    struct line *l)
+{
+	const struct sched_request *req = pl->req;
+	const char *no_host = req->pinned_host ? "the pinned host lacks " : "no host has ";
+	size_t missing = 0, i;
+
+	for (size_t f = 0; f < req->ncpu_flags; f++) {
 		for (i = 0; i < n; i++)
-			if ((!req->pinned_host || host_is_pinned(&hosts[i], req->pinned_host)) &&
-			    host_has_flag(&hosts[i], req->cpu_flags[f]))
+			if (candidate(pl, &hosts[i]) && host_has_flag(&hosts[i], req->cpu_flags[f]))
 				break;
 		if (i < n)
 			continue;
-		line_str(l, missing++ ? ", " : req->pinned_host ? "cpu_flags: the pinned host lacks "
-								: "cpu_flags: no host has ");
+		line_str(l, missing++ ? ", " : "cpu_flags: ");
+		line_str(l, missing == 1 ? no_host : "");
 		line_str(l, req->cpu_flags[f]);
 	}
-	if (missing)
-		return;
+	size_t flags_missing = missing;
 	for (size_t k = 0; k < req->nhost_labels; k++) {
-		size_t i;
-
 		for (i = 0; i < n; i++)
-			if ((!req->pinned_host || host_is_pinned(&hosts[i], req->pinned_host)) &&
-			    host_has_label(&hosts[i], &req->host_labels[k]))
+			if (candidate(pl, &hosts[i]) && host_has_label(&hosts[i], &req->host_labels[k]))
 				break;
 		if (i < n)
 			continue;
-		line_str(l, missing++ ? ", " : req->pinned_host ? "host_labels: the pinned host lacks "
-								: "host_labels: no host has ");
+		line_str(l, missing == flags_missing ? (missing ? "; host_labels: " : "host_labels: ")
+						     : ", ");
+		line_str(l, missing++ == flags_missing ? no_host : "");
 		line_str(l, req->host_labels[k].key);
-		line_str(l, "=");
+		line_lit(l, "=");
 		line_str(l, req->host_labels[k].value);
 	}
-	if (missing)
-		return;
-	line_str(l, "no single host has the vCPUs, memory, CPU flags and labels asked all together");
+	return missing;
+}
+
+/* The one sentence of a 422: the first constraint, in filter order, that
+ * no candidate host meets even alone, or else that none meets them all. */
+static void explain_impossible(const struct place *pl, const struct sched_host *hosts, size_t n,
+			       struct line *l)
+{
+	const struct sched_request *req = pl->req;
+	struct largest big = find_largest(pl, hosts, n);
+
+	line_lit(l, "impossible: ");
+	if (!big.vcpus_host) {
+		line_lit(l, "pinned: no host has the id or name ");
+		line_quoted(l, req->pinned_host);
+	} else if (req->vcpus > big.vcpus) {
+		line_lit(l, "vcpus: ");
+		line_u64(l, req->vcpus);
+		line_lit(l, " requested > ");
+		line_u64(l, big.vcpus);
+		explain_largest(pl, big.vcpus_host, l);
+	} else if (req->mem > big.mem) {
+		line_lit(l, "memory: ");
+		line_size(l, req->mem);
+		line_lit(l, " requested > ");
+		line_size(l, big.mem);
+		explain_largest(pl, big.mem_host, l);
+	} else if (!explain_missing(pl, hosts, n, l)) {
+		line_lit(l, "no single host meets vcpus, memory");
+		line_str(l, req->ncpu_flags ? ", cpu_flags" : "");
+		line_str(l, req->nhost_labels ? ", host_labels" : "");
+		line_lit(l, " all at once, though some host meets each");
+	}
 }
 
 static void explain_not_now(const size_t rejected[NFILTERS], size_t n, struct line *l)
@@ -563,10 +645,10 @@ static void explain_not_now(const size_t rejected[NFILTERS], size_t n, struct li
 	bool first = true;
 
 	if (!n) {
-		line_str(l, "no host can take it now: no hosts are registered");
+		line_lit(l, "no host can take it now: no hosts are registered");
 		return;
 	}
-	line_str(l, "no host can take it now: of ");
+	line_lit(l, "no host can take it now: of ");
 	line_u64(l, n);
 	line_str(l, n > 1 ? " hosts, rejected by " : " host, rejected by ");
 	for (size_t f = 0; f < NFILTERS; f++) {
@@ -574,7 +656,7 @@ static void explain_not_now(const size_t rejected[NFILTERS], size_t n, struct li
 			continue;
 		line_str(l, first ? "" : ", ");
 		line_str(l, filters[f].name);
-		line_str(l, " ");
+		line_lit(l, " ");
 		line_u64(l, rejected[f]);
 		first = false;
 	}
@@ -585,15 +667,15 @@ static void explain_chosen(const struct sched_host *h, double score, size_t acce
 {
 	char tmp[48];
 
-	line_str(l, "chose ");
+	line_lit(l, "chose ");
 	line_quoted(l, host_label(h));
-	line_str(l, " (id ");
+	line_lit(l, " (id ");
 	line_str(l, h->id);
 	snprintf(tmp, sizeof(tmp), ", score %.6f", score);
 	line_str(l, tmp);
-	line_str(l, "), the best of ");
+	line_lit(l, "), the best of ");
 	line_u64(l, accepted);
-	line_str(l, " hosts that passed, of ");
+	line_lit(l, " hosts that passed, of ");
 	line_u64(l, n);
 }
 
@@ -618,7 +700,8 @@ int sched_place(const struct sched_policy *p, const struct sched_host *hosts, si
 		const struct sched_request *req, struct sched_result *res)
 {
 	struct place pl = { .p = p, .req = req };
-	size_t rejected[NFILTERS] = { 0 }, accepted = 0;
+	size_t rejected[NFILTERS] = { 0 }, accepted = 0, nactive = 0;
+	uint8_t active[NFILTERS];
 	const struct sched_host *best = NULL;
 	double best_score = 0;
 	struct line l;
@@ -639,16 +722,23 @@ int sched_place(const struct sched_policy *p, const struct sched_host *hosts, si
 	if (n > INT32_MAX)
 		return malformed(res, "more hosts than an int can index");
 	find_affinity(&pl, hosts, n);
+	pl.cpu = ratio_make(p->cpu_ratio);
+	pl.mem = ratio_make(p->mem_ratio);
+	ratio_text(pl.cpu_ratio, sizeof(pl.cpu_ratio), p->cpu_ratio);
+	ratio_text(pl.mem_ratio, sizeof(pl.mem_ratio), p->mem_ratio);
+	for (size_t f = 0; f < NFILTERS; f++)
+		if (!filters[f].applies || filters[f].applies(req))
+			active[nactive++] = (uint8_t)f;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct sched_host *h = &hosts[i];
 		struct sched_verdict *v = &res->verdicts[i];
-		size_t f;
+		size_t a;
 
 		if (!host_usable(h)) {
 			res->verdicts[i].accepted = false;
 			line_init(&l, res->summary, sizeof(res->summary));
-			line_str(&l, "malformed host array: host at index ");
+			line_lit(&l, "malformed host array: host at index ");
 			line_u64(&l, i);
 			line_str(&l, h->id ? " has a count above 0 with no array" : " has no id");
 			line_end(&l);
@@ -656,14 +746,14 @@ int sched_place(const struct sched_policy *p, const struct sched_host *hosts, si
 			return -EINVAL;
 		}
 		line_init(&l, v->reason, sizeof(v->reason));
-		for (f = 0; f < NFILTERS; f++)
-			if (!filters[f].pass(&pl, h, &l))
+		for (a = 0; a < nactive; a++)
+			if (!filters[active[a]].pass(&pl, h, &l))
 				break;
-		v->accepted = f == NFILTERS;
+		v->accepted = a == nactive;
 		v->score = 0;
 		if (!v->accepted) {
 			line_end(&l);
-			rejected[f]++;
+			rejected[active[a]]++;
 			continue;
 		}
 		accepted++;
@@ -697,13 +787,12 @@ int sched_place(const struct sched_policy *p, const struct sched_host *hosts, si
 int sched_host_capacity(const struct sched_policy *p, const struct sched_host *h,
 			uint64_t *vcpus, uint64_t *mem)
 {
-	if (!p || !h || !(p->cpu_ratio > 0) || !isfinite(p->cpu_ratio) || !(p->mem_ratio > 0) ||
-	    !isfinite(p->mem_ratio))
+	if (!p || !h || !ratio_valid(p->cpu_ratio) || !ratio_valid(p->mem_ratio))
 		return -EINVAL;
 	if (vcpus)
-		*vcpus = allowed_vcpus(p, h);
+		*vcpus = allowed_vcpus(ratio_make(p->cpu_ratio), h);
 	if (mem)
-		*mem = allowed_mem(p, h);
+		*mem = allowed_mem(ratio_make(p->mem_ratio), h);
 	return 0;
 }
 
@@ -715,9 +804,9 @@ static int host_bad(const struct sched_host *h, char *err, size_t errlen, const 
 	if (!errlen)
 		return -EINVAL;
 	line_init(&l, err, errlen);
-	line_str(&l, "host ");
+	line_lit(&l, "host ");
 	line_quoted(&l, h && h->id ? h->id : "(no id)");
-	line_str(&l, ": ");
+	line_lit(&l, ": ");
 	line_str(&l, what);
 	if (detail)
 		line_quoted(&l, detail);

@@ -319,6 +319,13 @@ static void k_vcpus_never(struct sched_host *h, size_t *n, struct sched_request 
 	req->vcpus = 257;
 }
 
+/* medium as large as big: the message names the smaller id ("big"). */
+static void k_vcpus_never_tie(struct sched_host *h, size_t *n, struct sched_request *req)
+{
+	h[1].cpus = 64;
+	req->vcpus = 257;
+}
+
 static void k_vcpus_now(struct sched_host *h, size_t *n, struct sched_request *req)
 {
 	req->vcpus = 100;
@@ -400,6 +407,26 @@ static void k_combination(struct sched_host *h, size_t *n, struct sched_request 
 	req->nhost_labels = 1;
 }
 
+/* Most vCPUs on big, most memory on medium: neither has both. */
+static void k_capacity_apart(struct sched_host *h, size_t *n, struct sched_request *req)
+{
+	h[2].mem = 32 * GiB;
+	h[1].mem = 512 * GiB;
+	req->vcpus = 100;
+	req->mem = 100 * GiB;
+}
+
+static const struct sched_label want_zone_c_gpu[] = { { "zone", "c" }, { "ssd", "yes" },
+						      { "gpu", "yes" } };
+
+static void k_flag_and_label_never(struct sched_host *h, size_t *n, struct sched_request *req)
+{
+	req->cpu_flags = want_amx;
+	req->ncpu_flags = 2;
+	req->host_labels = want_zone_c_gpu;
+	req->nhost_labels = 3;
+}
+
 static void k_affinity_now(struct sched_host *h, size_t *n, struct sched_request *req)
 {
 	h[1].groups = groups_db;
@@ -430,10 +457,13 @@ static void k_no_hosts(struct sched_host *h, size_t *n, struct sched_request *re
 static const struct kind_case kind_cases[] = {
 	{ "vcpus never", k_vcpus_never, true,
 	  "impossible: vcpus: 257 requested > 256 allowed even on host 'big', the largest, when empty" },
+	{ "vcpus never, two largest", k_vcpus_never_tie, true,
+	  "impossible: vcpus: 257 requested > 256 allowed even on host 'big', the largest, when empty" },
 	{ "vcpus now", k_vcpus_now, false,
 	  "no host can take it now: of 3 hosts, rejected by vcpus 3" },
 	{ "memory never", k_memory_never, true,
-	  "impossible: memory: 257 GiB requested > 256 GiB allowed even on host 'big', the largest, when empty" },
+	  "impossible: memory: 257 GiB requested > 256 GiB allowed even on host 'big', "
+	  "the largest, when empty" },
 	{ "memory now", k_memory_now, false,
 	  "no host can take it now: of 3 hosts, rejected by memory 3" },
 	{ "cpu flag never", k_flag_never, true, "impossible: cpu_flags: no host has amx_tile" },
@@ -451,7 +481,12 @@ static const struct kind_case kind_cases[] = {
 	{ "pinned lacks flag", k_pinned_lacks_flag, true,
 	  "impossible: cpu_flags: the pinned host lacks avx512f" },
 	{ "flag and label never together", k_combination, true,
-	  "impossible: no single host has the vCPUs, memory, CPU flags and labels asked all together" },
+	  "impossible: no single host meets vcpus, memory, cpu_flags, host_labels all at once, "
+	  "though some host meets each" },
+	{ "vcpus and memory never together", k_capacity_apart, true,
+	  "impossible: no single host meets vcpus, memory all at once, though some host meets each" },
+	{ "flag and label nowhere", k_flag_and_label_never, true,
+	  "impossible: cpu_flags: no host has amx_tile; host_labels: no host has zone=c, gpu=yes" },
 	{ "affinity now", k_affinity_now, false,
 	  "no host can take it now: of 3 hosts, rejected by up 1, affinity 2" },
 	{ "anti-affinity now", k_anti_affinity_now, false,
@@ -500,7 +535,7 @@ static uint64_t rng_next(uint64_t *s)
 
 struct cluster {
 	struct sched_host h[MAXH];
-	char ids[MAXH][16];
+	char ids[MAXH][32];
 	size_t n;
 };
 
@@ -545,6 +580,7 @@ static const struct sched_request determinism_reqs[] = {
 	{ .vcpus = 1, .mem = GiB, .affinity_group = "g1" },
 	{ .vcpus = 1, .mem = GiB, .anti_affinity_group = "g2" },
 	{ .vcpus = 4, .mem = 8 * GiB, .pinned_host = "h03" },
+	{ .vcpus = 1000, .mem = GiB },  /* impossible: its summary names one of the twins */
 };
 
 static const struct sched_verdict *verdict_of(const struct cluster *c,
@@ -575,7 +611,10 @@ static void test_deterministic_and_order_free(void **state)
 			assert_int_equal(r1.chosen, r2.chosen);
 			assert_string_equal(r1.summary, r2.summary);
 			assert_memory_equal(v1, v2, c.n * sizeof(v1[0]));
-			assert_true(r1.chosen >= 0);
+			assert_true(r1.chosen >= 0 || determinism_reqs[r].vcpus == 1000);
+			if (determinism_reqs[r].vcpus == 1000)
+				assert_string_equal(r1.summary, "impossible: vcpus: 1000 requested > 256 "
+						    "allowed even on host 'twin0', the largest, when empty");
 
 			for (int round = 0; round < 25; round++) {
 				s = c;
@@ -587,7 +626,10 @@ static void test_deterministic_and_order_free(void **state)
 					s.h[j] = t;
 				}
 				assert_int_equal(place(policies[p], s.h, s.n, &determinism_reqs[r], &rs, vs), 0);
-				assert_string_equal(s.h[rs.chosen].id, c.h[r1.chosen].id);
+				if (r1.chosen < 0)
+					assert_int_equal(rs.chosen, -1);
+				else
+					assert_string_equal(s.h[rs.chosen].id, c.h[r1.chosen].id);
 				assert_string_equal(rs.summary, r1.summary);
 				for (size_t i = 0; i < s.n; i++) {
 					const struct sched_verdict *o = verdict_of(&c, v1, s.h[i].id);
@@ -743,17 +785,26 @@ static const struct boundary_case boundary_cases[] = {
 	  "vcpus: 4294967295 allocated + 1 requested > 16 allowed ((4 cpus - 0 reserved) x 4.0)" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, GiB, 1.0, 11 * GiB, 4 * GiB, true, "" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, GiB, 1.0, 11 * GiB + 1, 4 * GiB, false,
-	  "memory: 11811160065 B allocated + 4 GiB requested > 15 GiB allowed ((16 GiB - 1 GiB reserved) x 1.0)" },
+	  "memory: 11811160065 B allocated + 4 GiB requested > 15 GiB allowed "
+	  "((16 GiB - 1 GiB reserved) x 1.0)" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, 0, 1.5, 20 * GiB, 4 * GiB, true, "" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, 0, 1.5, 20 * GiB, 4 * GiB + 1024, false,
-	  "memory: 20 GiB allocated + 4194305 KiB requested > 24 GiB allowed ((16 GiB - 0 reserved) x 1.5)" },
+	  "memory: 20 GiB allocated + 4194305 KiB requested > 24 GiB allowed "
+	  "((16 GiB - 0 reserved) x 1.5)" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, 0, 0.5, 0, 8 * GiB, true, "" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, 0, 0.5, 0, 8 * GiB + 1, false,
 	  "memory: 0 allocated + 8589934593 B requested > 8 GiB allowed ((16 GiB - 0 reserved) x 0.5)" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, 0, 1.0, UINT64_MAX - 1, 4 * GiB, false,
-	  "memory: 18446744073709551614 B allocated + 4 GiB requested > 16 GiB allowed ((16 GiB - 0 reserved) x 1.0)" },
+	  "memory: 18446744073709551614 B allocated + 4 GiB requested > 16 GiB allowed "
+	  "((16 GiB - 0 reserved) x 1.0)" },
+	/* (2^63 bytes) x 4 is more than 64 bits hold: capacity is the most there is. */
+	{ 4, 0, 4.0, 0, 1, 1ULL << 63, 0, 4.0, UINT64_MAX - 4 * GiB, 4 * GiB, true, "" },
+	{ 4, 0, 4.0, 0, 1, 1ULL << 63, 0, 4.0, UINT64_MAX - 4 * GiB + 1, 4 * GiB, false,
+	  "memory: 17179869180 GiB allocated + 4 GiB requested > 18446744073709551615 B "
+	  "allowed ((8388608 TiB - 0 reserved) x 4.0)" },
 	{ 4, 0, 4.0, 0, 1, 16 * GiB, 0, 1.0, 0, UINT64_MAX, false,
-	  "memory: 0 allocated + 18446744073709551615 B requested > 16 GiB allowed ((16 GiB - 0 reserved) x 1.0)" },
+	  "memory: 0 allocated + 18446744073709551615 B requested > 16 GiB allowed "
+	  "((16 GiB - 0 reserved) x 1.0)" },
 };
 
 static void test_capacity_boundaries(void **state)
@@ -845,7 +896,8 @@ static void test_affinity(void **state)
 	assert_int_equal(place_in_group(&g, 3, &spread, &req, &res, v), -1);
 	assert_false(res.impossible);
 	assert_string_equal(v[1].reason,
-			    "memory: 64 GiB allocated + 16 GiB requested > 64 GiB allowed ((64 GiB - 0 reserved) x 1.0)");
+			    "memory: 64 GiB allocated + 16 GiB requested > 64 GiB allowed "
+			    "((64 GiB - 0 reserved) x 1.0)");
 	assert_string_equal(res.summary,
 			    "no host can take it now: of 3 hosts, rejected by memory 1, affinity 2");
 	/* A VM outside the group is not held to it. */
@@ -889,7 +941,8 @@ static void test_anti_affinity(void **state)
 	assert_false(res.impossible);
 	for (int i = 0; i < 3; i++)
 		assert_string_equal(v[i].reason, "anti_affinity: a VM of group 'web' already runs here");
-	assert_string_equal(res.summary, "no host can take it now: of 3 hosts, rejected by anti_affinity 3");
+	assert_string_equal(res.summary,
+			    "no host can take it now: of 3 hosts, rejected by anti_affinity 3");
 }
 
 static void test_pinned_by_id_and_name(void **state)
@@ -940,7 +993,8 @@ static void test_down_and_maintenance_passed_over(void **state)
 	h[1].maintenance = true;
 	assert_int_equal(place(&spread, h, 3, &req, &res, v), 0);
 	assert_int_equal(res.chosen, 2);
-	assert_string_equal(res.summary, "chose 'c' (id c, score 0.968750), the best of 1 hosts that passed, of 3");
+	assert_string_equal(res.summary,
+			    "chose 'c' (id c, score 0.968750), the best of 1 hosts that passed, of 3");
 }
 
 /* ---- malformed requests ---- */
@@ -1105,8 +1159,10 @@ static const struct malformed_case malformed_cases[] = {
 	  "malformed placement request: policy mem_ratio must be a finite number above 0" },
 	{ "mem ratio -1", m_mem_ratio_neg,
 	  "malformed placement request: policy mem_ratio must be a finite number above 0" },
-	{ "weigher 7", m_weigher, "malformed placement request: policy weigher is neither spread nor pack" },
-	{ "flags count", m_flags_no_array, "malformed placement request: cpu_flags: a count but no array" },
+	{ "weigher 7", m_weigher,
+	  "malformed placement request: policy weigher is neither spread nor pack" },
+	{ "flags count", m_flags_no_array,
+	  "malformed placement request: cpu_flags: a count but no array" },
 	{ "NULL flag", m_flag_null, "malformed placement request: cpu_flags: an empty flag name" },
 	{ "empty flag", m_flag_empty, "malformed placement request: cpu_flags: an empty flag name" },
 	{ "labels count", m_labels_no_array,
