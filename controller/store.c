@@ -658,8 +658,7 @@ int store_host_hello(struct store *s, const char *id, const struct store_host_re
 	ret = stmt_exec(s, st, true);
 out:
 	store_host_clear(&old);
-	store_end(s, ret == 0);
-	return ret;
+	return store_end_with(s, ret);
 }
 
 static int host_up_now(struct store *s, const char *id, bool *was_up)
@@ -896,8 +895,7 @@ int store_vm_insert(struct store *s, const struct store_vm *v, const struct stor
 		ret = stmt_exec(s, st, false);
 	}
 out:
-	store_end(s, ret == 0);
-	return ret;
+	return store_end_with(s, ret);
 }
 
 int store_vm_set_state(struct store *s, const char *id, const char *state, int64_t now)

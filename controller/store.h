@@ -42,6 +42,15 @@ int store_schema_version(struct store *s);
 int store_begin(struct store *s);
 int store_end(struct store *s, bool ok);
 
+/* Ends a transaction after work whose result is ret: commits when ret is
+ * 0, else rolls back and keeps ret (the first error wins). */
+static inline int store_end_with(struct store *s, int ret)
+{
+	int end = store_end(s, ret == 0);
+
+	return ret ? ret : end;
+}
+
 /* ---- hosts ---- */
 
 struct store_host {

@@ -21,6 +21,7 @@ packages=(
 	strace                       # qcow2 crash test: faults injected at chosen syscalls
 	iproute2                     # cluster tests: hosts as network namespaces, veths, bridge
 	sqlite3                      # cluster tests read droverd's database as an operator would
+	python3-yaml python3-jsonschema  # droverd's tests check every response against openapi.yaml
 	wrk                          # REST latency benchmark (tests/bench/)
 	# sanitizers and fuzzing
 	clang libclang-rt-14-dev
