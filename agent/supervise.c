@@ -459,6 +459,12 @@ static void vm_launch(struct vm *vm, sv_reply_fn fn, void *opaque)
 		      FS_DEFINITION, strerror(-ret));
 		return;
 	}
+	if (check_definition(def, len, &vm->vcpus, &vm->memory, err, sizeof(err)) < 0) {
+		/* Accepted once; an older agent's rules, or edited by hand since. */
+		reply(fn, opaque, vm, "bad-definition", "VM %s: %s", vm->id, err);
+		free(def);
+		return;
+	}
 	set_state(vm, VMSTATE_STARTING);
 	clear_exit(vm);
 	vm->st.pid = 0;
@@ -602,8 +608,12 @@ static void cmd_define(struct sv *s, struct vm *vm, const struct sv_request *req
 		      strerror(-ret));
 		return;
 	}
-	vm->vcpus = vcpus;
-	vm->memory = memory;
+	/* A running VMM keeps the old definition's size until its next start
+	 * (vm_launch reads it again). */
+	if (!vm->vmm) {
+		vm->vcpus = vcpus;
+		vm->memory = memory;
+	}
 	if (fresh) {
 		fresh->next = s->vms;
 		s->vms = fresh;

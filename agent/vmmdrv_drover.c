@@ -401,8 +401,13 @@ static void on_status(void *opaque, json_t *ret, const char *err)
 		attach_wake(v, "query-status failed on the control socket");
 		return;
 	}
-	if (v->ready)
-		return;    /* connected again after a lost connection */
+	if (v->ready) {
+		/* Connected again after a lost connection: whatever changed
+		 * meanwhile (the supervisor ignores what it already knows). */
+		v->l->event(v->opaque, status && !strcmp(status, "paused") ? "paused" : "resumed",
+			    "");
+		return;
+	}
 	v->ready = true;
 	v->adopting = false;
 	proc.pid = v->pid;
@@ -542,6 +547,18 @@ static void attach_try(void *opaque, struct evloop_timer *t)
 	if (v->attach_error[0]) {
 		snprintf(why, sizeof(why), "%s", v->attach_error);
 		v->attach_error[0] = 0;
+		if (v->ready) {
+			/* A VMM we already run: never killed for a failed reconnect. */
+			log_warn("VM %s: control socket: %s; trying again", v->vm_id, why);
+			if (v->q) {
+				struct qmpc *q = v->q;
+
+				v->q = NULL;
+				qmpc_close(q);
+			}
+			attach_schedule(v, 1000);
+			return;
+		}
 		attach_failed(v, why);
 		return;
 	}

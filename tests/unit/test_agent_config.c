@@ -228,6 +228,33 @@ static void test_resolve(void **state)
 	th_rmtree(dir);
 }
 
+/* deploy/agent.example.json, found through the build's CMakeCache. */
+static void test_example_file(void **state)
+{
+	char cache[PATH_MAX], line[PATH_MAX + 64], path[PATH_MAX + 64] = "", err[512];
+	struct agent_config c;
+	FILE *f;
+
+	th_build_path("DROVER_BUILD_CACHE", "CMakeCache.txt", cache, sizeof(cache));
+	f = fopen(cache, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "CMAKE_HOME_DIRECTORY:INTERNAL=", 30)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(path, sizeof(path), "%s/deploy/agent.example.json", line + 30);
+		}
+	}
+	fclose(f);
+	assert_true(path[0] != 0);
+	agent_config_init(&c);
+	if (agent_config_load(&c, path, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	assert_string_equal(c.run_dir, AGENT_DEFAULT_RUN_DIR);
+	assert_string_equal(c.state_dir, AGENT_DEFAULT_STATE_DIR);
+	assert_true(c.reserved_cpus > 0 && c.reserved_mem > 0);
+	agent_config_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +265,7 @@ int main(void)
 		cmocka_unit_test(test_uuid),
 		cmocka_unit_test(test_host_id_kept),
 		cmocka_unit_test(test_resolve),
+		cmocka_unit_test(test_example_file),
 	};
 
 	log_init("test_agent_config", LOG_ERROR);

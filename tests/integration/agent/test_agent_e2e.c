@@ -602,7 +602,10 @@ static void test_backoff_when_refused(void **state)
 	/* The agent lives on, and connects once welcomed. */
 	x->f.mode = FAKECTL_WELCOME;
 	assert_true(fakectl_wait_connections(&x->f, n + 1, 3000));
-	assert_non_null(fakectl_wait(&x->f, DROVER__ENVELOPE__BODY_HEARTBEAT, 3000));
+	Drover__Envelope *hb = fakectl_wait(&x->f, DROVER__ENVELOPE__BODY_HEARTBEAT, 3000);
+
+	assert_non_null(hb);
+	fakectl_free(hb);
 }
 
 /* Reads one frame's Envelope from a raw socket (NULL on timeout or close). */
