@@ -358,12 +358,11 @@ static int op_list(struct cli *cli, int argc, char **argv)
 
 /* ---- event ---- */
 
+/* The message names the VM and the host; their ids are in -o json. */
 static const struct cli_column event_columns[] = {
 	{ "ID", "id", NULL },
 	{ "TIME", "time", NULL },
 	{ "KIND", "kind", NULL },
-	{ "VM", "vm", NULL },
-	{ "HOST", "host", NULL },
 	{ "MESSAGE", "message", NULL },
 };
 

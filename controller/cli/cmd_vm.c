@@ -299,6 +299,7 @@ static int follow(struct cli *cli, const json_t *accepted, const char *what, boo
 				what, op, op);
 		return CLI_OK;
 	}
+	fflush(cli->out);       /* what was said so far comes before the progress */
 	ret = cli_wait(cli, op, wait_s, &final);
 	if (ret == CLI_OK && !gone_ok) {
 		struct cli_response r;
