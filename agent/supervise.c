@@ -431,10 +431,12 @@ static void on_exited(void *opaque, const struct vmm_exit *ex)
 			answer_waiters(vm, 1u << SV_START, "vmm-failed", msg);
 	}
 	answer_waiters(vm, (1u << SV_STOP) | (1u << SV_DESTROY), NULL, msg);
+	/* The status carries the reason: the event's detail is what else is
+	 * known. */
 	if (was_adopting)
-		emit_startup(vm, event, msg);
+		emit_startup(vm, event, ex->detail);
 	else
-		emit(vm, event, msg);
+		emit(vm, event, ex->detail);
 }
 
 static const struct vmm_listener vm_listener = { on_ready, on_vmm_event, on_exited };
@@ -641,9 +643,20 @@ static void cmd_start(struct vm *vm, sv_reply_fn fn, void *opaque)
 		reply(fn, opaque, vm, "busy", "VM %s is stopping; start it once it has stopped",
 		      vm->id);
 		return;
+	case VMSTATE_CRASHED:
+		/* Adoption failed: its VMM may live on, unverified. A second VMM on
+		 * the same files and disks would be worse than none. */
+		if (!strcmp(vm->st.exit_reason, "unresponsive") && vm->st.pid > 0 &&
+		    vmmdrv_proc_start(vm->st.pid) == vm->st.pid_start) {
+			reply(fn, opaque, vm, "vmm-alive", "VM %s: its drover-vmm (pid %d) still "
+			      "runs but does not answer on its control socket; end that process "
+			      "first", vm->id, (int)vm->st.pid);
+			return;
+		}
+		vm_launch(vm, fn, opaque);
+		return;
 	case VMSTATE_DEFINED:
 	case VMSTATE_STOPPED:
-	case VMSTATE_CRASHED:
 		vm_launch(vm, fn, opaque);
 		return;
 	}
@@ -831,8 +844,7 @@ static void vm_take_up(struct vm *vm)
 		snprintf(ex.reason, sizeof(ex.reason), "vmm-failed");
 	record_end(vm, was, &ex);
 	persist(vm);
-	emit_startup(vm, vm->st.state == VMSTATE_CRASHED ? "crashed" : "stopped",
-		     vm->st.detail[0] ? vm->st.detail : vm->st.exit_reason);
+	emit_startup(vm, vm->st.state == VMSTATE_CRASHED ? "crashed" : "stopped", vm->st.detail);
 }
 
 static void load_one(struct sv *s, const char *vms, const char *name)

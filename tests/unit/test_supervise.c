@@ -475,6 +475,32 @@ static void test_stop_escalation(void **state)
 	assert_true(th_wait_gone(pid, 3000));
 }
 
+/* A VMM that cannot answer (stopped here with SIGSTOP) is not adopted,
+ * not signalled, and no second VMM is started beside it. */
+static void test_restart_unresponsive(void **state)
+{
+	struct fx *x = *state;
+	struct answer a;
+	pid_t pid = start_ticker(x, "u");
+
+	agent_dies(x);
+	kill(pid, SIGSTOP);
+	agent_restarts(x);
+	assert_int_equal(status_of(x, "u").state, VMSTATE_CRASHED);
+	assert_string_equal(status_of(x, "u").exit_reason, "unresponsive");
+	assert_true(saw_event(x, "u", "crashed"));
+	assert_true(th_pid_alive(pid));
+	a = run(x, SV_START, "u", NULL);
+	assert_false(a.ok);
+	assert_string_equal(a.code, "vmm-alive");
+	/* Once that process is gone, the VM starts again. */
+	kill(pid, SIGKILL);
+	assert_true(th_wait_gone(pid, 3000));
+	a = run(x, SV_START, "u", NULL);
+	assert_true(a.ok);
+	assert_int_equal(a.state, VMSTATE_RUNNING);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,6 +512,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_dead_vmms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_cleans_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_escalation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_unresponsive, setup, teardown),
 	};
 
 	log_init("test_supervise", LOG_ERROR);

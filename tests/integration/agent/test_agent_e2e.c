@@ -575,37 +575,39 @@ static void test_reconnect(void **state)
 static void test_backoff_when_refused(void **state)
 {
 	struct fx *x = *state;
+	Drover__Envelope *hb;
+	uint64_t end;
 	unsigned n;
 
-	/* reconnect-min-ms 100, max 800: waits in [50,100], [100,200],
-	 * [200,400], [400,800], [400,800]... never shorter than the last one
-	 * while growing, never beyond the cap. */
+	/* reconnect-min-ms 100, max 800: after refusal k (from 0) the agent
+	 * waits a draw from the upper half of min(100 * 2^k, 800) ms. Each gap
+	 * between two connections is checked against its own window, with
+	 * room for a loaded machine on the late side. */
 	x->f.mode = FAKECTL_REFUSE;
 	start_agent(x);
-	uint64_t end = test_now_ms() + 6000;
+	end = test_now_ms() + 8000;
 	while (x->f.accepted < 7 && test_now_ms() < end)
-		fakectl_spin(&x->f, 20);
+		fakectl_spin(&x->f, 5);
 	n = x->f.accepted;
-	assert_true(n >= 6);
-	for (unsigned i = 1; i < n && i < 64; i++) {
+	assert_true(n >= 7);
+	for (unsigned i = 1; i < 7; i++) {
 		uint64_t gap = x->f.accept_ms[i] - x->f.accept_ms[i - 1];
+		uint64_t full = 100ULL << (i - 1);
 
-		assert_true(gap >= 40);
-		assert_true(gap <= 800 + 200);
-		if (i >= 2 && i <= 4) {
-			uint64_t prev = x->f.accept_ms[i - 1] - x->f.accept_ms[i - 2];
-
-			assert_true(gap + 30 >= prev);
-		}
+		if (full > 800)
+			full = 800;
+		if (gap + 15 < full / 2 || gap > full + 250)
+			fail_msg("wait %u: %llu ms, expected %llu to %llu", i,
+				 (unsigned long long)gap, (unsigned long long)full / 2,
+				 (unsigned long long)full);
 	}
-	assert_true(x->f.accept_ms[n - 1] - x->f.accept_ms[n - 2] >= 400 - 10);
-	/* The agent lives on, and connects once welcomed. */
+	/* The agent lives on and gets in once the controller welcomes it:
+	 * heartbeats flow only after a Welcome. */
 	x->f.mode = FAKECTL_WELCOME;
-	assert_true(fakectl_wait_connections(&x->f, n + 1, 3000));
-	Drover__Envelope *hb = fakectl_wait(&x->f, DROVER__ENVELOPE__BODY_HEARTBEAT, 3000);
-
+	hb = fakectl_wait(&x->f, DROVER__ENVELOPE__BODY_HEARTBEAT, 5000);
 	assert_non_null(hb);
 	fakectl_free(hb);
+	assert_true(test_pid_alive(x->a.pid));
 }
 
 /* Reads one frame's Envelope from a raw socket (NULL on timeout or close). */
