@@ -32,6 +32,7 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM HUP PIPE
 
 say "A cluster of $hosts hosts (network namespaces on a private bridge, 10.77.0.0/24)"
 echo "droverd on 10.77.0.1 (REST :8080, agents :7070); agents on 10.77.0.11-$((10 + hosts))"

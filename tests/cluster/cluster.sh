@@ -26,7 +26,9 @@ DROVER_AGENT_PORT=7070
 droverd_start() {
 	local ctl
 	ctl=$(cluster_ip ctl)
-	cluster_exec ctl "$DROVER_BUILD/controller/droverd" serve --db "$DROVER_WORK/droverd.db" \
+	# `ip netns exec` itself, not a function, goes to the background: it
+	# execs the program, so $! is the program's PID.
+	ip netns exec "$(cluster_ns ctl)" "$DROVER_BUILD/controller/droverd" serve --db "$DROVER_WORK/droverd.db" \
 		--listen "$ctl:$DROVER_REST_PORT" --agent-listen "$ctl:$DROVER_AGENT_PORT" \
 		--heartbeat-timeout-s "${DROVER_HEARTBEAT_TIMEOUT_S:-6}" \
 		>>"$DROVER_WORK/droverd.log" 2>&1 &
@@ -73,7 +75,8 @@ JSON
 drover_agent_start() {
 	local k=$1
 	[ -f "$DROVER_WORK/h$k/agent.json" ] || drover_agent_config "$k"
-	cluster_exec "h$k" "$DROVER_BUILD/agent/drover-agent" --config "$DROVER_WORK/h$k/agent.json" \
+	ip netns exec "$(cluster_ns "h$k")" "$DROVER_BUILD/agent/drover-agent" \
+		--config "$DROVER_WORK/h$k/agent.json" \
 		>>"$DROVER_WORK/h$k/agent.log" 2>&1 &
 	DROVER_AGENT_PID[$k]=$!
 }

@@ -12,7 +12,8 @@
 #   cluster_down            removes everything cluster_up made (idempotent)
 #
 # Needs root and iproute2. Processes started in the namespaces are the
-# caller's to stop (by PID) before cluster_down.
+# caller's to stop (by PID) before cluster_down, which kills (and names)
+# any it finds left there.
 
 CLUSTER_PREFIX=""
 CLUSTER_HOSTS=0
@@ -70,8 +71,16 @@ cluster_up() {
 }
 
 cluster_down() {
+	local name pid
 	[ -n "$CLUSTER_PREFIX" ] || return 0
 	for name in ctl $(seq -f 'h%g' 1 "$CLUSTER_HOSTS") sw; do
+		# Anything still living in a namespace we made was started by us;
+		# left alone it would keep the namespace (and its addresses) alive.
+		for pid in $(ip netns pids "$(cluster_ns "$name")" 2>/dev/null); do
+			echo "cluster_down: pid $pid ($(cat /proc/"$pid"/comm 2>/dev/null)) still in" \
+				"$(cluster_ns "$name"): killed" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+		done
 		ip netns del "$(cluster_ns "$name")" 2>/dev/null || true
 	done
 	CLUSTER_PREFIX=""
