@@ -470,6 +470,7 @@ static void on_hello(struct agents *a, struct agent *ag, const Drover__Envelope 
 	if (conn_send(ag->c, &reply) < 0)
 		goto out;       /* closed() ran and forgot it */
 	vm_reports(a, hr->id, h->vms, h->n_vms);
+	ops_host_vms(a->ctl->ops, hr->id, h->vms, h->n_vms);
 	ops_agent_connected(a->ctl->ops, hr->id);
 out:
 	free(labels);

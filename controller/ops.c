@@ -623,6 +623,86 @@ out:
 	store_vm_clear(&vm);
 }
 
+struct host_vms {
+	char **ids, **names;
+	size_t n, cap;
+	int64_t last;
+};
+
+static int collect_vm(const struct store_vm *v, void *opaque)
+{
+	static const char *const settled[] = { "defined", "running", "paused", "stopped",
+					       "crashed" };
+	struct host_vms *hv = opaque;
+	bool take = false;
+
+	hv->last = v->seq;
+	for (size_t i = 0; i < ARRAY_SIZE(settled); i++)
+		take |= !strcmp(settled[i], v->state);
+	if (!take)
+		return 0;
+	if (hv->n == hv->cap) {
+		size_t cap = hv->cap ? 2 * hv->cap : 16;
+		char **ids = realloc(hv->ids, cap * sizeof(*ids));
+
+		if (!ids)
+			return -ENOMEM;
+		hv->ids = ids;
+		ids = realloc(hv->names, cap * sizeof(*ids));
+		if (!ids)
+			return -ENOMEM;
+		hv->names = ids;
+		hv->cap = cap;
+	}
+	hv->ids[hv->n] = strdup(v->id);
+	hv->names[hv->n] = strdup(v->name);
+	hv->n++;
+	return 0;
+}
+
+void ops_host_vms(struct ops *ops, const char *host_id, Drover__VmStatus *const *vms, size_t n)
+{
+	struct store *s = ops->ctl->store;
+	struct store_vm_filter f = { .host_id = host_id };
+	struct host_vms hv = { 0 };
+	bool more = true;
+	int ret = 0;
+
+	while (more && !ret)
+		ret = store_vm_list(s, &f, hv.last, 500, collect_vm, &hv, &more);
+	for (size_t i = 0; !ret && i < hv.n; i++) {
+		bool known = false;
+		int64_t now = ctl_now_ms();
+
+		if (!hv.ids[i] || !hv.names[i])
+			break;
+		for (size_t j = 0; j < n && !known; j++)
+			known = vms[j] && vms[j]->vm_id && !strcmp(vms[j]->vm_id, hv.ids[i]);
+		if (known || op_for_vm(ops, hv.ids[i]))
+			continue;
+		ret = store_begin(s);
+		if (!ret)
+			ret = store_vm_set_status(s, hv.ids[i], "unknown", false, 0, false, 0, NULL, now);
+		if (!ret)
+			ret = store_event_add(s, "vm-lost", hv.ids[i], host_id, now, "vm %s: its host's "
+					      "agent does not know it (it said Hello without it)",
+					      hv.names[i]);
+		ret = store_end_with(s, ret);
+		if (!ret)
+			log_warn("vm %s: host %s's agent does not know it; its state is unknown",
+				 hv.names[i], host_id);
+	}
+	if (ret)
+		log_error("host %s: cannot compare its VMs with the database: %s", host_id,
+			  strerror(-ret));
+	for (size_t i = 0; i < hv.n; i++) {
+		free(hv.ids[i]);
+		free(hv.names[i]);
+	}
+	free(hv.ids);
+	free(hv.names);
+}
+
 void ops_agent_connected(struct ops *ops, const char *host_id)
 {
 	struct op *op, *next;

@@ -46,6 +46,10 @@ void ops_agent_disconnected(struct ops *ops, const char *host_id);
  * Error (r NULL, code and message set). */
 void ops_command_result(struct ops *ops, const char *op_id, uint64_t seq,
 			const Drover__CommandResult *r, const char *code, const char *message);
+/* Hello's list of every VM the agent knows: a VM placed on host_id that
+ * settled there (defined, running, paused, stopped, crashed) but is not in
+ * the list, with no operation on it, becomes unknown (event vm-lost). */
+void ops_host_vms(struct ops *ops, const char *host_id, Drover__VmStatus *const *vms, size_t n);
 /* A VM's state as its host's agent reports it (Hello, Heartbeat, VmEvent;
  * event and detail only for VmEvent). */
 void ops_vm_report(struct ops *ops, const char *host_id, const Drover__VmStatus *st,

@@ -164,6 +164,11 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(store_vm_get(f->s, "v-old", &v), 0);
 	assert_string_equal(v.state, "running");
 	assert_string_equal(v.host_name, "oldhost");
+	/* Version 4's index replaced version 1's. */
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+				 "AND name = 'vms_host_alloc'"), 1);
+	assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+				 "AND name = 'vms_host'"), 0);
 	/* The tables of versions 2 and 3 work. */
 	assert_int_equal(store_token_insert(f->s, &t), 0);
 	assert_int_equal(store_idem_put(f->s, "abc", "k1", &i), 0);

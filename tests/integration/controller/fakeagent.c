@@ -314,8 +314,7 @@ static void on_message(struct conn *c, const Drover__Envelope *env, void *opaque
 			emit(json_pack("{s:s,s:s,s:i,s:s}", "ev", "welcome", "agent", a->name,
 				       "interval_ms", (int)env->welcome->heartbeat_interval_ms,
 				       "host_id", env->welcome->host_id));
-		if (a->heartbeat || a->quiet)
-			evloop_timer_add(f->loop, env->welcome->heartbeat_interval_ms,
+		evloop_timer_add(f->loop, env->welcome->heartbeat_interval_ms,
 					 env->welcome->heartbeat_interval_ms, on_beat, a, &a->beat);
 		if (a->quiet && f->many_pending && !--f->many_pending)
 			emit(json_pack("{s:s}", "ev", "connected_many"));
@@ -497,6 +496,7 @@ static void cmd_connect_many(struct fake *f, const json_t *cmd)
 		a->cpus = (uint32_t)num(cmd, "cpus", 64);
 		a->mem = (uint64_t)num(cmd, "mem_mib", 262144) << 20;
 		a->auto_answer = true;
+		a->heartbeat = true;
 		a->quiet = true;
 		a->cpu_flags = json_array();
 		a->labels = json_object();

@@ -1004,6 +1004,32 @@ class Agents_(Base):
         time.sleep(0.3)
         self.assertEqual(self.api.ok("GET", "/v1/vms/rep1")["state"], "crashed")
 
+    def test_vm_lost_by_its_host(self):
+        self.agents.connect("amnesiac")
+        r = self.api.ok("POST", "/v1/vms", vm_def("lost1", placement={"host": "amnesiac"}),
+                        status=202)
+        self.op_wait(r["operation"]["id"])
+        self.vm_state("lost1", "running")
+        self.agents.send(op="close", agent="amnesiac")
+        wait_until(lambda: not self.host("amnesiac")["connected"], 5, "the agent to be gone")
+        # Back with an empty VM table (a host that lost its run directory).
+        self.agents.connect("amnesiac", vms=[])
+        vm = self.vm_state("lost1", "unknown")
+        self.assertIsNone(vm["pid"])
+        ev = [e for e in self.events(vm=r["vm"]["id"]) if e["kind"] == "vm-lost"]
+        self.assertEqual(len(ev), 1)
+        # stop is allowed from unknown; the agent says not-found: it fails, state kept.
+        a = self.api.ok("POST", "/v1/vms/lost1/actions/stop", status=202)
+        op = self.op_wait(a["operation"]["id"])
+        self.assertEqual(op["error"]["code"], "not-found")
+        self.assertEqual(self.api.ok("GET", "/v1/vms/lost1")["state"], "unknown")
+        # A report settles it again.
+        self.agents.send(op="vm_event", agent="amnesiac", vm_id=r["vm"]["id"], state="stopped",
+                         exit_reason="host-signal")
+        self.vm_state("lost1", "stopped")
+        d = self.api.ok("DELETE", "/v1/vms/lost1", status=202)
+        self.assertEqual(self.op_wait(d["operation"]["id"])["state"], "succeeded")
+
     def test_host_down_and_up(self):
         self.agents.connect("flaky")
         self.agents.send(op="heartbeats", agent="flaky", on=False)
@@ -1243,6 +1269,17 @@ class Cli(unittest.TestCase):
             ag.close()
         finally:
             self.assertEqual(d.stop(), 0)
+
+    def test_example_config(self):
+        # deploy/droverd.example.json starts droverd as it is (the command
+        # line moves the database and the ports into the test's own room).
+        example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(ARGS.openapi))),
+                               "deploy", "droverd.example.json")
+        d = Droverd(self.tmp, db=self.db)
+        d.argv = lambda: [ARGS.droverd, "serve", "--config", example, "--db", self.db,
+                          "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"]
+        d.start()
+        self.assertEqual(d.stop(), 0)
 
     def test_sigterm_and_port_in_use(self):
         d = Droverd(self.tmp).start()
