@@ -25,8 +25,10 @@ packages=(
 	wrk                          # REST latency benchmark (tests/bench/)
 	# sanitizers and fuzzing
 	clang libclang-rt-14-dev
-	# tests/linux: building the small kernel from Debian's sources (issue #9)
-	# is added by that test's own packages below
+	# tests/linux (ctest -L linux): a small kernel built from Debian's sources
+	# with the virtio drivers built in, booted from an ext2 disk made here
+	linux-source-6.1 xz-utils bc bison flex libelf-dev   # kernel build (libssl-dev above)
+	e2fsprogs                    # mke2fs for the root image, e2fsck -n after the boot
 )
 if [ "${DROVER_TEST_LINUX:-0}" != 0 ]; then
 	packages+=(linux-image-cloud-amd64 busybox-static cpio lz4)

@@ -1,8 +1,8 @@
 /* The few instructions that this host's KVM (PVM, nested) fails to emulate
  * and that Linux executes early: int3 (its self test and jump-label
  * patching), fwait, and clac/stac (SMAP). Each is performed exactly as the
- * CPU would, then the vCPU resumes. Counts per kind are kept in vm->emul_count
- * and reported by query-status. */
+ * CPU would, then the vCPU resumes. Counts per kind are kept in vm->emul_count,
+ * reported by query-status and logged when the VM ends (emulate_log_counts). */
 #include "emulate.h"
 
 #include <errno.h>
@@ -15,6 +15,10 @@
 
 #define RFLAGS_AC   (1ULL << 18)
 #define VEC_BP      3
+
+static const char *const kind_names[EMUL_NR_KINDS] = {
+	[EMUL_INT3] = "int3", [EMUL_FWAIT] = "fwait", [EMUL_CLAC] = "clac", [EMUL_STAC] = "stac",
+};
 
 unsigned emulate_fetch(struct vcpu *v, uint8_t *buf, unsigned max)
 {
@@ -104,7 +108,22 @@ bool emulate_failure(struct vcpu *v)
 	}
 	if (atomic_fetch_add(&v->vm->emul_count[kind], 1) == 0)
 		log_info("vCPU %u: emulating %s for the guest (KVM could not)", v->index,
-			 kind == EMUL_INT3 ? "int3" : kind == EMUL_FWAIT ? "fwait" :
-			 kind == EMUL_CLAC ? "clac" : "stac");
+			 kind_names[kind]);
 	return true;
+}
+
+void emulate_log_counts(struct vm *vm)
+{
+	unsigned long n[EMUL_NR_KINDS], total = 0;
+
+	for (unsigned k = 0; k < EMUL_NR_KINDS; k++) {
+		n[k] = atomic_load(&vm->emul_count[k]);
+		total += n[k];
+	}
+	/* Silent for guests that never needed it: on VT-x/AMD-V hosts, all of them. */
+	if (!total)
+		return;
+	log_info("instructions emulated for the guest: %s %lu, %s %lu, %s %lu, %s %lu",
+		 kind_names[EMUL_INT3], n[EMUL_INT3], kind_names[EMUL_FWAIT], n[EMUL_FWAIT],
+		 kind_names[EMUL_CLAC], n[EMUL_CLAC], kind_names[EMUL_STAC], n[EMUL_STAC]);
 }

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "control.h"
 #include "devices.h"
+#include "emulate.h"
 #include "evloop.h"
 #include "log.h"
 #include "serial.h"
@@ -64,6 +65,7 @@ static void finish(struct vmm *m, int status, json_t *shutdown_event)
 	m->ending = true;
 	m->exit_status = status;
 	vm_shutdown(m->vm);
+	emulate_log_counts(m->vm);
 	emit(m, "SHUTDOWN", shutdown_event);
 	evloop_stop(m->loop);
 }
