@@ -131,14 +131,6 @@ static bool host_name_valid(const char *s)
 	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
 }
 
-static bool label_key_valid(const char *s)
-{
-	size_t len = s ? strlen(s) : 0;
-
-	return len >= 1 && len <= 63 &&
-	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-") == len;
-}
-
 static bool flag_valid(const char *s)
 {
 	size_t len = s ? strlen(s) : 0;
@@ -342,7 +334,7 @@ static int labels_json(const Drover__Hello *h, char **out, char *why, size_t why
 		const char *k = h->labels[i]->key, *v = h->labels[i]->value;
 		char buf[TEXT_MAX];
 
-		if (!label_key_valid(k)) {
+		if (!ctl_label_key_valid(k)) {
 			snprintf(why, whylen, "label key '%.64s' must be 1 to 63 letters, digits, '.', "
 				 "'_', '/' or '-'", clean(k, buf));
 			json_decref(doc);

@@ -260,20 +260,6 @@ static int list_reply(struct ctx *x, struct listing *l, const struct page *pg, i
 
 /* ---- bodies ---- */
 
-static const char *type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number with a fraction";
-	case JSON_TRUE: case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "unknown";
-}
-
 /* Fields of a small body: each known, of its type. 1 when fine. */
 struct body_field {
 	const char *name;
@@ -298,10 +284,10 @@ static int check_body(struct ctx *x, const json_t *body, const struct body_field
 			return fail(x, 400, "bad-request", "unknown field '%s'%s", key, context);
 		if (f->type == JSON_TRUE && !json_is_boolean(v))
 			return fail(x, 400, "bad-request", "field '%s' must be a boolean, not %s", key,
-				    type_name(v));
+				    ctl_json_type_name(v));
 		if (f->type == JSON_INTEGER && !json_is_integer(v))
 			return fail(x, 400, "bad-request", "field '%s' must be an integer, not %s", key,
-				    type_name(v));
+				    ctl_json_type_name(v));
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (fields[i].required && !json_object_get(body, fields[i].name))
@@ -861,7 +847,7 @@ static int parse_body(struct ctx *x, const struct route *r)
 			    jerr.line, jerr.column, jerr.text);
 	if (!json_is_object(x->body))
 		return fail(x, 400, "bad-request", "the body must be a JSON object, not %s",
-			    type_name(x->body));
+			    ctl_json_type_name(x->body));
 	return 1;
 }
 

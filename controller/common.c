@@ -132,3 +132,25 @@ int ctl_name_valid(const char *s)
 	}
 	return 1;
 }
+
+int ctl_label_key_valid(const char *s)
+{
+	size_t len = s ? strlen(s) : 0;
+
+	return len >= 1 && len <= 63 &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-") == len;
+}
+
+const char *ctl_json_type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a number with a fraction";
+	case JSON_TRUE: case JSON_FALSE: return "a boolean";
+	case JSON_NULL: return "null";
+	}
+	return "unknown";
+}

@@ -3,6 +3,7 @@
 #ifndef DROVER_CTL_COMMON_H
 #define DROVER_CTL_COMMON_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,5 +32,12 @@ int ctl_b64url_decode(const char *in, void *out, size_t outlen);
  * then letters, digits, '.', '_' or '-' (VM names, host names, label
  * keys)? */
 int ctl_name_valid(const char *s);
+
+/* Is s a label key: 1..63 of letters, digits, '.', '_', '/' or '-'? (VM
+ * labels, placement host_labels, host labels from agents.) */
+int ctl_label_key_valid(const char *s);
+
+/* "an object", "a string", ... for messages about a JSON value. */
+const char *ctl_json_type_name(const json_t *v);
 
 #endif

@@ -5,11 +5,13 @@
  * operation engine (resumes what was in flight), the REST API; then the
  * event loop runs until SIGTERM or SIGINT. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -46,6 +48,37 @@ static void on_signal(void *opaque, int fd, uint32_t events)
 	}
 }
 
+/* One droverd serve per database: a second one would send every command
+ * twice. (droverd token may run beside it: SQLite serialises its writes.) */
+static int lock_db(const char *db, int *fd_out)
+{
+	char path[4096];
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s.lock", db) >= (int)sizeof(path)) {
+		log_error("database %s: the path is too long", db);
+		return -ENAMETOOLONG;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_error("database %s: cannot open its lock file %s: %s", db, path, strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int ret = -errno;
+
+		if (ret == -EWOULDBLOCK)
+			log_error("database %s is in use by another droverd serve (it holds %s); one "
+				  "droverd per database", db, path);
+		else
+			log_error("database %s: locking %s: %s", db, path, strerror(-ret));
+		close(fd);
+		return ret;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 static void on_idem_purge(void *opaque, struct evloop_timer *t)
 {
 	struct ctl *ctl = opaque;
@@ -57,6 +90,7 @@ static int serve(int argc, char **argv)
 {
 	struct ctl ctl = { 0 };
 	struct signals sg = { .fd = -1 };
+	int lock_fd = -1;
 	struct evloop_timer *purge = NULL;
 	uint16_t http_port = 0, agent_port = 0;
 	char err[512];
@@ -92,6 +126,8 @@ static int serve(int argc, char **argv)
 		log_error("signals: %s", strerror(errno));
 		goto out;
 	}
+	if (lock_db(ctl.opt.db, &lock_fd))
+		goto out;
 	if (store_open(ctl.opt.db, &ctl.store, err, sizeof(err))) {
 		log_error("%s", err);
 		goto out;
@@ -137,6 +173,8 @@ out:
 		close(sg.fd);
 	}
 	evloop_free(ctl.loop);
+	if (lock_fd >= 0)
+		close(lock_fd);
 	ctl_options_free(&ctl.opt);
 	return status;
 }

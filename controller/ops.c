@@ -330,7 +330,8 @@ static void step_enter(struct ops *ops, struct op *op, const struct step *st)
 /* Maps an agent's state word to the VM's, or NULL for one we do not know. */
 static const char *reported_state(const char *agent_state)
 {
-	static const char *const ok[] = { "defined", "running", "paused", "stopped", "crashed" };
+	static const char *const ok[] = { "defined", "starting", "running", "paused", "stopping",
+					  "stopped", "crashed" };
 
 	for (size_t i = 0; agent_state && i < ARRAY_SIZE(ok); i++) {
 		if (!strcmp(ok[i], agent_state))

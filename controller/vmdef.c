@@ -91,20 +91,6 @@ static int fail(int ret, char *err, size_t errlen, const char *fmt, ...)
 	return ret;
 }
 
-static const char *type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number with a fraction";
-	case JSON_TRUE: case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "unknown";
-}
-
 static const char *shape_name(enum shape sh)
 {
 	switch (sh) {
@@ -175,7 +161,7 @@ static int check_field(const json_t *v, const struct field *f, const char *path,
 
 	if (!shape_ok(v, f->shape))
 		return fail(-EBADMSG, err, errlen, "field '%s' must be %s, not %s", path,
-			    shape_name(f->shape), type_name(v));
+			    shape_name(f->shape), ctl_json_type_name(v));
 	if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
 		return fail(-EBADMSG, err, errlen, "field '%s' contains a NUL character", path);
 	if (f->shape == SH_OBJECT)
@@ -189,7 +175,7 @@ static int check_field(const json_t *v, const struct field *f, const char *path,
 		snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
 		if (!json_is_object(item))
 			return fail(-EBADMSG, err, errlen, "field '%s' must be an object, not %s",
-				    sub, type_name(item));
+				    sub, ctl_json_type_name(item));
 		ret = check_shape(item, f->sub, sub, err, errlen);
 		if (ret)
 			return ret;
@@ -251,11 +237,9 @@ static int check_labels(const json_t *obj, const char *where, struct vmdef_label
 		return fail(-EINVAL, err, errlen, "'%s': %zu labels, at most %d", where,
 			    json_object_size(obj), VMDEF_LABELS_MAX);
 	json_object_foreach((json_t *)obj, key, v) {
-		size_t klen = strlen(key);
 		const char *val = json_string_value(v);
 
-		if (!klen || klen > 63 || strspn(key, "abcdefghijklmnopqrstuvwxyz"
-						  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-") != klen)
+		if (!ctl_label_key_valid(key))
 			return fail(-EINVAL, err, errlen, "'%s': label key '%s' must be 1 to 63 "
 				    "letters, digits, '.', '_', '/' or '-'", where, key);
 		if (strlen(val) > 255 || !printable(val))
@@ -387,7 +371,7 @@ int vmdef_parse(const json_t *doc, struct vmdef *def, char *err, size_t errlen)
 	memset(def, 0, sizeof(*def));
 	if (!json_is_object(doc))
 		return fail(-EBADMSG, err, errlen, "the VM definition must be a JSON object, not %s",
-			    type_name(doc));
+			    ctl_json_type_name(doc));
 	ret = check_shape(doc, &top_set, "", err, errlen);
 	if (ret)
 		return ret;

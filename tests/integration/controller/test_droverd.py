@@ -992,6 +992,12 @@ class Agents_(Base):
         self.assertEqual((vm["exit_status"], vm["exit_reason"], vm["pid"]), (2, "guest-crash", None))
         ev = [e for e in self.events(vm=vm_id) if e["kind"] == "vm-crashed"][-1]
         self.assertIn("triple fault", ev["message"])
+        # The agent's transitional states are the API's too.
+        self.agents.send(op="vm_event", agent="rep", vm_id=vm_id, state="starting", pid=78)
+        self.assertEqual(self.vm_state("rep1", "starting")["pid"], 78)
+        self.agents.send(op="vm_event", agent="rep", vm_id=vm_id, state="crashed",
+                         exit_status=2, exit_reason="guest-crash", detail="triple fault")
+        self.vm_state("rep1", "crashed")
         # Heartbeats repeat the state; nothing new is recorded.
         n = len(self.events(vm=vm_id))
         time.sleep(1.5)
@@ -1289,6 +1295,13 @@ class Cli(unittest.TestCase):
                            capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 1)
         self.assertIn("--listen listening on '127.0.0.1:%d'" % busy, p.stderr)
+        # One droverd per database.
+        p = subprocess.run([ARGS.droverd, "serve", "--db", d.db, "--listen", "127.0.0.1:0",
+                            "--agent-listen", "127.0.0.1:0"], capture_output=True, text=True,
+                           timeout=10)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("is in use by another droverd serve", p.stderr)
+        self.assertEqual(token(d.db, "reader")[:4], "drv_")   # token commands still work
         self.assertEqual(d.stop(signal.SIGINT), 0)
         self.assertIn("stopping (Interrupt)", d.log())
         d = Droverd(self.tmp).start()
