@@ -131,11 +131,12 @@ static bool host_name_valid(const char *s)
 	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
 }
 
-static bool flag_valid(const char *s)
+/* CPU flags ("sse4_2") and KVM capability names ("dirty-log-ring"). */
+static bool word_valid(const char *s)
 {
 	size_t len = s ? strlen(s) : 0;
 
-	return len >= 1 && len <= 64 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_.") == len;
+	return len >= 1 && len <= 64 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == len;
 }
 
 /* Printable ASCII, at most TEXT_MAX - 1 bytes; anything else becomes '?'. */
@@ -176,7 +177,7 @@ static int inventory_convert(const Drover__Inventory *inv, char **json_text, cha
 	if (!sorted || !flags || !caps)
 		goto nomem;
 	for (size_t i = 0; i < inv->n_cpu_flags; i++) {
-		if (flag_valid(inv->cpu_flags[i]))
+		if (word_valid(inv->cpu_flags[i]))
 			sorted[n++] = inv->cpu_flags[i];
 	}
 	qsort(sorted, n, sizeof(*sorted), cmp_str);
@@ -193,9 +194,7 @@ static int inventory_convert(const Drover__Inventory *inv, char **json_text, cha
 		json_array_append_new(flags, json_string(sorted[i]));
 	}
 	for (size_t i = 0; i < inv->n_kvm_caps; i++) {
-		if (flag_valid(inv->kvm_caps[i]) || (inv->kvm_caps[i] &&
-		    strspn(inv->kvm_caps[i], "abcdefghijklmnopqrstuvwxyz0123456789_.-") ==
-		    strlen(inv->kvm_caps[i]) && *inv->kvm_caps[i]))
+		if (word_valid(inv->kvm_caps[i]))
 			json_array_append_new(caps, json_string(inv->kvm_caps[i]));
 	}
 	free(sorted);

@@ -62,6 +62,7 @@ static int fail_details(struct ctx *x, int status, const char *code, json_t *det
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	ctl_text_clean(msg);
 	err = json_pack("{s:s,s:s}", "code", code, "message", msg);
 	if (err && details)
 		json_object_set_new(err, "details", details);

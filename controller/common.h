@@ -37,6 +37,11 @@ int ctl_name_valid(const char *s);
  * labels, placement host_labels, host labels from agents.) */
 int ctl_label_key_valid(const char *s);
 
+/* Makes s (in place) valid UTF-8 without control characters: each byte
+ * that is neither becomes '?'. For messages that quote what a client
+ * sent (a percent-decoded path may hold any byte). */
+void ctl_text_clean(char *s);
+
 /* "an object", "a string", ... for messages about a JSON value. */
 const char *ctl_json_type_name(const json_t *v);
 

@@ -473,6 +473,12 @@ class Api(Base):
         self.error(self.api.post("/v1/vms/x/actions/explode"), 404, "not-found", "explode")
         self.error(self.api.post("/v1/hosts/no-such-host/maintenance", {"enabled": True}), 404,
                    "not-found")
+        # Any byte may arrive percent-encoded; the answer stays JSON, quoting it harmlessly.
+        self.error(self.api.get("/v1/vms/%FF%C3%28%0A"), 404, "not-found", "'??(?'")
+        self.error(self.api.get("/v1/vms?%FF=1"), 400, "bad-request",
+                   "unknown query parameter '?'")
+        self.assertEqual(self.api.ok("GET", "/v1/vms?name=%E2%82%AC")["items"], [])
+        self.error(self.api.get("/v1/hosts/caf%C3%A9"), 404, "not-found", "'caf\u00e9'")
 
     def test_bodies(self):
         r = self.api.call("POST", "/v1/vms", raw=b'{"name": "a",', content_type="application/json")
