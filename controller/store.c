@@ -123,8 +123,8 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 
 	/* 4: a host's allocations from the index alone (placement reads them
 	 * for every host on every request) */
-	"CREATE INDEX vms_host_alloc ON vms(host_id, vcpus, mem);"
-	"DROP INDEX vms_host;",
+	("CREATE INDEX vms_host_alloc ON vms(host_id, vcpus, mem);"
+	 "DROP INDEX vms_host;"),
 };
 
 /* ---- statements ---- */
