@@ -14,6 +14,7 @@ struct store;
 struct http;
 struct agents;
 struct ops;
+struct place_cache;
 
 struct ctl_options {
 	char *db;                      /* required */
@@ -32,6 +33,7 @@ struct ctl {
 	struct http *http;
 	struct agents *agents;
 	struct ops *ops;
+	struct place_cache *place;     /* place.c's view of the hosts */
 	int64_t started_at;            /* ms: hosts get a heartbeat timeout of grace from here */
 };
 

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "ops.h"
 #include "options.h"
+#include "place.h"
 #include "store.h"
 #include "util.h"
 
@@ -166,6 +167,7 @@ out:
 	http_stop(ctl.http);
 	ops_stop(ctl.ops);
 	agents_stop(ctl.agents);
+	place_cache_free(ctl.place);
 	store_close(ctl.store);
 	if (sg.fd >= 0) {
 		if (ctl.loop)

@@ -1,6 +1,12 @@
-/* Builds the scheduler's view of every host from the store (one list query,
- * plus one for the groups when the request names one), runs sched_place,
- * and turns its verdicts into JSON. */
+/* Builds the scheduler's view of every host from the store, runs
+ * sched_place, and turns its verdicts into JSON.
+ *
+ * The view is kept between requests (struct place_cache) for as long as
+ * store_sched_generation says nothing it holds has changed: heartbeats that
+ * only refresh an inventory's figures of the moment leave it alone, a new
+ * VM or a host going down does not. Affinity groups are read afresh for
+ * each request that names one (one query, the hosts found by binary
+ * search on their ids). */
 #include "place.h"
 
 #include <errno.h>
@@ -25,6 +31,13 @@ struct hosts {
 	struct sched_host *sh;
 	size_t n, cap;
 	int64_t last_seq;              /* the page so far ends here */
+};
+
+struct place_cache {
+	bool valid;
+	uint64_t gen;                  /* store_sched_generation when built */
+	struct hosts hs;
+	size_t *by_id;                 /* indices into hs, sorted by host id */
 };
 
 static void phost_free(struct phost *p)
@@ -136,15 +149,39 @@ static int add_host(const struct store_host *h, void *opaque)
 	return 0;
 }
 
-static int add_group(const char *host_id, const char *group, void *opaque)
+static int by_id_cmp(const void *a, const void *b, void *opaque)
 {
-	struct hosts *hs = opaque;
+	const struct hosts *hs = opaque;
 
-	for (size_t i = 0; i < hs->n; i++) {
-		struct phost *p = &hs->ph[i];
+	return strcmp(hs->ph[*(const size_t *)a].id, hs->ph[*(const size_t *)b].id);
+}
 
-		if (strcmp(p->id, host_id))
-			continue;
+/* The index of host_id in c's hosts, or -1. */
+static ssize_t find_host(const struct place_cache *c, const char *host_id)
+{
+	size_t lo = 0, hi = c->hs.n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int d = strcmp(c->hs.ph[c->by_id[mid]].id, host_id);
+
+		if (!d)
+			return (ssize_t)c->by_id[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static int add_group(const struct place_cache *c, const char *host_id, const char *group)
+{
+	ssize_t i = find_host(c, host_id);
+
+	if (i >= 0) {
+		struct phost *p = &c->hs.ph[i];
+
 		if (p->ngroups == p->groups_cap) {
 			size_t cap = p->groups_cap ? 2 * p->groups_cap : 4;
 			const char **g = realloc(p->groups, cap * sizeof(*g));
@@ -156,7 +193,6 @@ static int add_group(const char *host_id, const char *group, void *opaque)
 		}
 		/* The group names live in the request, which outlives this call. */
 		p->groups[p->ngroups++] = group;
-		return 0;
 	}
 	return 0;
 }
@@ -164,7 +200,7 @@ static int add_group(const char *host_id, const char *group, void *opaque)
 /* Groups come back as the store's strings, valid only in the callback: map
  * each to the request's own copy of the same name. */
 struct group_map {
-	struct hosts *hs;
+	const struct place_cache *c;
 	const char *const *names;
 	size_t n;
 };
@@ -175,33 +211,74 @@ static int add_group_mapped(const char *host_id, const char *group, void *opaque
 
 	for (size_t i = 0; i < gm->n; i++) {
 		if (!strcmp(gm->names[i], group))
-			return add_group(host_id, gm->names[i], gm->hs);
+			return add_group(gm->c, host_id, gm->names[i]);
 	}
 	return 0;
 }
 
-static int load_hosts(struct ctl *ctl, const struct vmdef *def, struct hosts *hs)
+/* The hosts as the store has them now, unless the cache still holds that. */
+static int refresh(struct ctl *ctl, struct place_cache *c)
+{
+	uint64_t gen = store_sched_generation(ctl->store);
+	struct hosts hs = { 0 };
+	bool more = true;
+	int ret = 0;
+
+	if (c->valid && c->gen == gen)
+		return 0;
+	while (more && !ret)
+		ret = store_host_list(ctl->store, NULL, hs.last_seq, 500, add_host, &hs, &more);
+	if (!ret && !(c->by_id = realloc(c->by_id, (hs.n + 1) * sizeof(*c->by_id))))
+		ret = -ENOMEM;
+	if (ret) {
+		hosts_free(&hs);
+		c->valid = false;
+		return ret;
+	}
+	for (size_t i = 0; i < hs.n; i++) {
+		char err[256];
+
+		c->by_id[i] = i;
+		if (sched_host_check(&hs.sh[i], err, sizeof(err)))
+			log_warn("host %s: %s", hs.ph[i].name, err);
+	}
+	qsort_r(c->by_id, hs.n, sizeof(*c->by_id), by_id_cmp, &hs);
+	hosts_free(&c->hs);
+	c->hs = hs;
+	c->gen = gen;
+	c->valid = true;
+	return 0;
+}
+
+/* The request's groups on each host (none when it names no group). */
+static int load_groups(struct ctl *ctl, struct place_cache *c, const struct vmdef *def)
 {
 	const char *groups[2];
-	struct group_map gm = { .hs = hs, .names = groups };
-	bool more = true;
-	int ret;
+	struct group_map gm = { .c = c, .names = groups };
+	int ret = 0;
 
-	while (more) {
-		ret = store_host_list(ctl->store, NULL, hs->last_seq, 500, add_host, hs, &more);
-		if (ret)
-			return ret;
-	}
+	for (size_t i = 0; i < c->hs.n; i++)
+		c->hs.ph[i].ngroups = 0;
 	if (def->placement.affinity_group)
 		groups[gm.n++] = def->placement.affinity_group;
 	if (def->placement.anti_affinity_group)
 		groups[gm.n++] = def->placement.anti_affinity_group;
-	ret = store_host_groups(ctl->store, groups, gm.n, add_group_mapped, &gm);
-	for (size_t i = 0; !ret && i < hs->n; i++) {
-		hs->sh[i].groups = hs->ph[i].groups;
-		hs->sh[i].ngroups = hs->ph[i].ngroups;
+	if (gm.n)
+		ret = store_host_groups(ctl->store, groups, gm.n, add_group_mapped, &gm);
+	for (size_t i = 0; i < c->hs.n; i++) {
+		c->hs.sh[i].groups = c->hs.ph[i].groups;
+		c->hs.sh[i].ngroups = c->hs.ph[i].ngroups;
 	}
 	return ret;
+}
+
+void place_cache_free(struct place_cache *c)
+{
+	if (!c)
+		return;
+	hosts_free(&c->hs);
+	free(c->by_id);
+	free(c);
 }
 
 int place_vm(struct ctl *ctl, const struct vmdef *def, struct place_outcome *out)
@@ -219,7 +296,7 @@ int place_vm(struct ctl *ctl, const struct vmdef *def, struct place_outcome *out
 		.anti_affinity_group = def->placement.anti_affinity_group,
 	};
 	struct sched_result res = { 0 };
-	struct hosts hs = { 0 };
+	struct place_cache *c = NULL;
 	int ret;
 
 	memset(out, 0, sizeof(*out));
@@ -227,15 +304,22 @@ int place_vm(struct ctl *ctl, const struct vmdef *def, struct place_outcome *out
 		labels[i].key = def->placement.host_labels[i].key;
 		labels[i].value = def->placement.host_labels[i].value;
 	}
-	ret = load_hosts(ctl, def, &hs);
+	if (!ctl->place && !(ctl->place = calloc(1, sizeof(*ctl->place)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	c = ctl->place;
+	ret = refresh(ctl, c);
+	if (!ret)
+		ret = load_groups(ctl, c, def);
 	if (ret)
 		goto out;
-	res.verdicts = calloc(hs.n + 1, sizeof(*res.verdicts));
+	res.verdicts = calloc(c->hs.n + 1, sizeof(*res.verdicts));
 	if (!res.verdicts) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = sched_place(&ctl->opt.policy, hs.sh, hs.n, &req, &res);
+	ret = sched_place(&ctl->opt.policy, c->hs.sh, c->hs.n, &req, &res);
 	snprintf(out->summary, sizeof(out->summary), "%s", res.summary);
 	if (ret)
 		goto out;
@@ -245,27 +329,26 @@ int place_vm(struct ctl *ctl, const struct vmdef *def, struct place_outcome *out
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < hs.n; i++) {
+	for (size_t i = 0; i < c->hs.n; i++) {
 		const struct sched_verdict *v = &res.verdicts[i];
 
 		if (v->accepted)
-			json_object_set_new(out->scores, hs.ph[i].name, json_real(v->score));
+			json_object_set_new(out->scores, c->hs.ph[i].name, json_real(v->score));
 		else
-			json_object_set_new(out->reasons, hs.ph[i].name,
+			json_object_set_new(out->reasons, c->hs.ph[i].name,
 					    json_pack("[s]", v->reason));
 	}
 	out->impossible = res.impossible;
 	if (res.chosen >= 0) {
 		out->chosen = true;
-		out->host_id = strdup(hs.ph[res.chosen].id);
-		out->host_name = strdup(hs.ph[res.chosen].name);
+		out->host_id = strdup(c->hs.ph[res.chosen].id);
+		out->host_name = strdup(c->hs.ph[res.chosen].name);
 		out->score = res.verdicts[res.chosen].score;
 		if (!out->host_id || !out->host_name)
 			ret = -ENOMEM;
 	}
 out:
 	free(res.verdicts);
-	hosts_free(&hs);
 	if (ret && ret != -EINVAL)
 		log_error("placing '%s': %s", def->name, strerror(-ret));
 	return ret;

@@ -27,6 +27,11 @@ struct place_outcome {
 int place_vm(struct ctl *ctl, const struct vmdef *def, struct place_outcome *out);
 void place_outcome_free(struct place_outcome *out);
 
+/* The hosts as the scheduler saw them last (ctl->place), kept while the
+ * store says nothing they hold changed. */
+struct place_cache;
+void place_cache_free(struct place_cache *c);
+
 /* A host's capacity under the policy, as the scheduler computes it. */
 void place_host_capacity(const struct ctl *ctl, const struct store_host *h, uint64_t *vcpus,
 			 uint64_t *mem);

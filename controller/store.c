@@ -170,7 +170,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_HOST_BY_ID] = "SELECT " HOST_COLS HOST_FROM " WHERE h.id = ?1",
 	[ST_HOST_BY_NAME] = "SELECT " HOST_COLS HOST_FROM " WHERE h.name = ?1",
 	[ST_HOST_NAME_OWNER] = "SELECT id FROM hosts WHERE name = ?1",
-	[ST_HOST_UP] = "SELECT up FROM hosts WHERE id = ?1",
+	[ST_HOST_UP] = "SELECT up, cpus, reserved_cpus, mem, reserved_mem, cpu_flags "
+		"FROM hosts WHERE id = ?1",
 	[ST_HOST_INSERT] =
 		"INSERT INTO hosts (id, name, up, address, migration_address, agent_version, "
 		"labels, inventory, cpu_flags, cpus, reserved_cpus, mem, reserved_mem, "
@@ -237,6 +238,7 @@ struct store {
 	int version;
 	int txn_depth;
 	bool txn_failed;             /* an inner store_end(false): the outer one rolls back */
+	uint64_t sched_gen;          /* see store_sched_generation */
 	sqlite3_stmt *stmt[ST_COUNT];
 };
 
@@ -438,6 +440,11 @@ static int check_version(struct store *s, int *version, char *err, size_t errlen
 	return 0;
 }
 
+uint64_t store_sched_generation(const struct store *s)
+{
+	return s->sched_gen;
+}
+
 int store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -635,6 +642,7 @@ int store_host_hello(struct store *s, const char *id, const struct store_host_re
 	char *owner = NULL;
 	int ret = store_begin(s);
 
+	s->sched_gen++;
 	if (ret)
 		return ret;
 	ret = host_name_owner(s, r->name, &owner);
@@ -669,29 +677,53 @@ out:
 	return store_end_with(s, ret);
 }
 
-static void up_row(sqlite3_stmt *st, void *out)
+/* What a heartbeat may change that the scheduler reads. */
+struct host_sched_row {
+	bool up;
+	int64_t cpus, reserved_cpus, mem, reserved_mem;
+	char *cpu_flags;
+};
+
+/* cpu_flags NULL (out of memory) counts as a change. */
+static void sched_row(sqlite3_stmt *st, void *opaque)
 {
-	*(bool *)out = sqlite3_column_int(st, 0) != 0;
+	struct host_sched_row *r = opaque;
+	const unsigned char *flags = sqlite3_column_text(st, 5);
+
+	r->up = sqlite3_column_int64(st, 0) != 0;
+	r->cpus = sqlite3_column_int64(st, 1);
+	r->reserved_cpus = sqlite3_column_int64(st, 2);
+	r->mem = sqlite3_column_int64(st, 3);
+	r->reserved_mem = sqlite3_column_int64(st, 4);
+	r->cpu_flags = strdup(flags ? (const char *)flags : "");
 }
 
-static int host_up_now(struct store *s, const char *id, bool *was_up)
+static int host_sched_now(struct store *s, const char *id, struct host_sched_row *r)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_HOST_UP);
 
 	if (!st)
 		return -EIO;
 	bind_text(st, 1, id);
-	return get_one(s, st, up_row, was_up);
+	return get_one(s, st, sched_row, r);
 }
 
 int store_host_heartbeat(struct store *s, const char *id, const struct store_host_report *r,
 			 int64_t now, bool *was_up)
 {
+	struct host_sched_row old = { 0 };
 	sqlite3_stmt *st;
-	int ret = host_up_now(s, id, was_up);
+	int ret = host_sched_now(s, id, &old);
 
 	if (ret)
 		return ret;
+	*was_up = old.up;
+	/* Most heartbeats change only the inventory's figures of the moment. */
+	if (!old.up || old.cpus != r->cpus || old.reserved_cpus != r->reserved_cpus ||
+	    old.mem != (int64_t)r->mem || old.reserved_mem != (int64_t)r->reserved_mem ||
+	    !old.cpu_flags || strcmp(old.cpu_flags, r->cpu_flags ? r->cpu_flags : ""))
+		s->sched_gen++;
+	free(old.cpu_flags);
 	st = stmt_get(s, ST_HOST_HEARTBEAT);
 	if (!st)
 		return -EIO;
@@ -706,6 +738,7 @@ static int host_set_flag(struct store *s, enum stmt_id id, const char *host, boo
 {
 	sqlite3_stmt *st = stmt_get(s, id);
 
+	s->sched_gen++;
 	if (!st)
 		return -EIO;
 	bind_text(st, 1, host);
@@ -876,6 +909,7 @@ int store_vm_insert(struct store *s, const struct store_vm *v, const struct stor
 	int64_t seq;
 	int ret = store_begin(s);
 
+	s->sched_gen++;
 	if (ret)
 		return ret;
 	st = stmt_get(s, ST_VM_INSERT);
@@ -945,6 +979,7 @@ int store_vm_delete(struct store *s, const char *id)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_VM_DELETE);
 
+	s->sched_gen++;
 	if (!st)
 		return -EIO;
 	bind_text(st, 1, id);

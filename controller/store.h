@@ -51,6 +51,13 @@ static inline int store_end_with(struct store *s, int ret)
 	return ret ? ret : end;
 }
 
+/* A number that changes whenever something the scheduler reads may have
+ * changed: a host's capacity, flags, labels, up or maintenance flag, or the
+ * VMs placed on it (insert, delete). Equal numbers: the scheduler's view
+ * built from the store is still current (place.c caches it). Counted in
+ * this process only: each droverd starts afresh. */
+uint64_t store_sched_generation(const struct store *s);
+
 /* ---- hosts ---- */
 
 struct store_host {

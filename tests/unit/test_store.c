@@ -306,6 +306,48 @@ static void add_vm(struct store *s, const char *id, const char *name, const char
 	assert_int_equal(store_vm_insert(s, &v, labels, nlabels, 10), 0);
 }
 
+/* The scheduler's view (place.c) is rebuilt only when this number moves:
+ * it must move on every write the scheduler could see, and a heartbeat that
+ * only refreshes the inventory's figures of the moment must leave it. */
+static void test_sched_generation(void **state)
+{
+	struct fx *f = *state;
+	struct store_host_report r = report;
+	uint64_t g;
+	bool was_up;
+
+	open_ok(f);
+#define MOVES(what, call) do { g = store_sched_generation(f->s); call; \
+	if (store_sched_generation(f->s) == g) fail_msg("%s did not move it", what); } while (0)
+#define STAYS(what, call) do { g = store_sched_generation(f->s); call; \
+	if (store_sched_generation(f->s) != g) fail_msg("%s moved it", what); } while (0)
+	MOVES("a new host", add_host(f->s, "h1", "node1"));
+	r.name = "node1";
+	r.inventory = "{\"load1\": 0.5}";
+	STAYS("a heartbeat with new load figures",
+	      assert_int_equal(store_host_heartbeat(f->s, "h1", &r, 5, &was_up), 0));
+	r.cpus++;
+	MOVES("more CPUs", assert_int_equal(store_host_heartbeat(f->s, "h1", &r, 6, &was_up), 0));
+	r.reserved_mem += 1 << 20;
+	MOVES("more reserved memory",
+	      assert_int_equal(store_host_heartbeat(f->s, "h1", &r, 7, &was_up), 0));
+	r.cpu_flags = "avx sse2 vmx";
+	MOVES("other CPU flags", assert_int_equal(store_host_heartbeat(f->s, "h1", &r, 8, &was_up), 0));
+	MOVES("host down", assert_int_equal(store_host_set_up(f->s, "h1", false, 9), 0));
+	MOVES("a heartbeat bringing it up",
+	      assert_int_equal(store_host_heartbeat(f->s, "h1", &r, 10, &was_up), 0));
+	STAYS("the next heartbeat", assert_int_equal(store_host_heartbeat(f->s, "h1", &r, 11, &was_up), 0));
+	MOVES("maintenance", assert_int_equal(store_host_set_maintenance(f->s, "h1", true, 12), 0));
+	r.labels = "{\"rack\": \"r9\"}";
+	MOVES("a Hello with new labels",
+	      assert_int_equal(store_host_hello(f->s, "h1", &r, 13, &(bool){ 0 }, &was_up), 0));
+	MOVES("a VM placed", add_vm(f->s, "v1", "vm1", "h1", "defined", 2, NULL, 0));
+	STAYS("a VM's state", assert_int_equal(store_vm_set_state(f->s, "v1", "running", 14), 0));
+	MOVES("a VM deleted", assert_int_equal(store_vm_delete(f->s, "v1"), 0));
+#undef MOVES
+#undef STAYS
+}
+
 static void test_host_list_filters(void **state)
 {
 	struct fx *f = *state;
@@ -672,6 +714,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refuse_foreign, setup, teardown),
 		cmocka_unit_test(test_unopenable),
 		cmocka_unit_test_setup_teardown(test_hosts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sched_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_list_filters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pagination, setup, teardown),
