@@ -35,19 +35,6 @@
 #define RUN_DIR_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1 - \
 		     FS_STRLEN("/" FS_VMS_DIR "/") - AGENT_UUID_LEN - FS_STRLEN("/" FS_CONTROL))
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 void agent_config_init(struct agent_config *c)
 {
 	memset(c, 0, sizeof(*c));

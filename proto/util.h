@@ -31,4 +31,9 @@ int pread_full(int fd, void *buf, size_t len, off_t off);
 
 uint64_t monotonic_ns(void);
 
+/* Writes one error message into err (when err is not NULL and errlen > 0):
+ * what the "char *err, size_t errlen" parameters of drover's functions
+ * take. */
+void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -33,6 +33,7 @@
 
 #include "blk_int.h"
 #include "log.h"
+#include "util.h"
 
 #define MAX_DEPTH 4096
 #define POOL_MAX_THREADS 32
@@ -65,19 +66,6 @@ union fn_ptr {
 	blk_req_fn *fn;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- contexts ---- */
 
 static int aio_new(struct blk_aio **out, unsigned depth, bool ring, char *err, size_t errlen)
@@ -86,19 +74,19 @@ static int aio_new(struct blk_aio **out, unsigned depth, bool ring, char *err, s
 	int r;
 
 	if (!depth || depth > MAX_DEPTH) {
-		set_err(err, errlen, "aio depth %u out of range 1..%u", depth, MAX_DEPTH);
+		errf(err, errlen, "aio depth %u out of range 1..%u", depth, MAX_DEPTH);
 		return -EINVAL;
 	}
 	a = calloc(1, sizeof(*a));
 	if (!a) {
-		set_err(err, errlen, "aio context: out of memory");
+		errf(err, errlen, "aio context: out of memory");
 		return -ENOMEM;
 	}
 	a->depth = depth;
 	a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (a->efd < 0) {
 		r = -errno;
-		set_err(err, errlen, "aio context: eventfd: %s", strerror(-r));
+		errf(err, errlen, "aio context: eventfd: %s", strerror(-r));
 		free(a);
 		return r;
 	}

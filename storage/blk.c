@@ -29,19 +29,6 @@
 #define PROBE_BYTES 512
 #define ZERO_CHUNK (1 * MiB)
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- names ---- */
 
 static const char *const cache_names[] = {
@@ -207,7 +194,7 @@ static int check_loop(const char *path, dev_t dev, ino_t ino, const struct blk *
 		return 0;
 	for (const struct blk *p = overlay; p; p = p->overlay) {
 		if (p->dev == dev && p->ino == ino) {
-			set_err(err, errlen, "%s: backing chain loop: the file is already in the "
+			errf(err, errlen, "%s: backing chain loop: the file is already in the "
 				"chain as %s", path, p->filename);
 			return -ELOOP;
 		}
@@ -237,7 +224,7 @@ static int probe_format(struct blk *file, const struct blk_driver **out, char *e
 
 	r = blk_pread(file, 0, buf, sizeof(buf));
 	if (r < 0) {
-		set_err(err, errlen, "%s: reading its first sector to find the format: %s",
+		errf(err, errlen, "%s: reading its first sector to find the format: %s",
 			file->filename, strerror(-r));
 		return r;
 	}
@@ -253,7 +240,7 @@ static int probe_format(struct blk *file, const struct blk_driver **out, char *e
 		}
 	}
 	if (!best || best_score <= 0) {
-		set_err(err, errlen, "%s: could not tell the image format", file->filename);
+		errf(err, errlen, "%s: could not tell the image format", file->filename);
 		return -EINVAL;
 	}
 	*out = best;
@@ -270,7 +257,7 @@ static int open_node(struct blk **out, const char *path, const struct blk_open_o
 	if (o->format) {
 		fmt = blk_driver_by_name(o->format);
 		if (!fmt) {
-			set_err(err, errlen, "%s: unknown format '%s'", path, o->format);
+			errf(err, errlen, "%s: unknown format '%s'", path, o->format);
 			return -EINVAL;
 		}
 	}
@@ -290,7 +277,7 @@ static int open_node(struct blk **out, const char *path, const struct blk_open_o
 		goto err_file;
 	if (fmt && fmt->protocol) {
 		if (fmt != file->drv) {
-			set_err(err, errlen, "%s: protocol '%s' does not serve this name", path,
+			errf(err, errlen, "%s: protocol '%s' does not serve this name", path,
 				fmt->name);
 			r = -EINVAL;
 			goto err_file;
@@ -306,7 +293,7 @@ static int open_node(struct blk **out, const char *path, const struct blk_open_o
 	node = node_new(fmt, path, o, overlay);
 	if (!node) {
 		r = -ENOMEM;
-		set_err(err, errlen, "%s: out of memory", path);
+		errf(err, errlen, "%s: out of memory", path);
 		goto err_file;
 	}
 	node->file = file;
@@ -334,7 +321,7 @@ err_file:
 	blk_close(file);
 	return r;
 err_nomem:
-	set_err(err, errlen, "%s: out of memory", path);
+	errf(err, errlen, "%s: out of memory", path);
 	return -ENOMEM;
 }
 
@@ -362,7 +349,7 @@ static int open_snapshot(struct blk **out, const char *path, const struct blk_op
 	int fd, r;
 
 	if (!blk_driver_by_name("qcow2")) {
-		set_err(err, errlen, "%s: snapshot=on needs the qcow2 driver, which this build "
+		errf(err, errlen, "%s: snapshot=on needs the qcow2 driver, which this build "
 			"lacks", path);
 		return -ENOTSUP;
 	}
@@ -378,14 +365,14 @@ static int open_snapshot(struct blk **out, const char *path, const struct blk_op
 	r = -ENOMEM;
 	if (!abs || !tmp) {
 		r = abs ? -ENOMEM : -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(-r));
+		errf(err, errlen, "%s: %s", path, strerror(-r));
 		goto err_img;
 	}
 	c.backing_file = abs;
 	fd = mkstemp(tmp);
 	if (fd < 0) {
 		r = -errno;
-		set_err(err, errlen, "%s: creating the snapshot overlay: %s", tmp, strerror(-r));
+		errf(err, errlen, "%s: creating the snapshot overlay: %s", tmp, strerror(-r));
 		goto err_img;
 	}
 	close(fd);
@@ -421,7 +408,7 @@ int blk_open(struct blk **out, const char *path, const struct blk_open_opts *o, 
 	if (!o)
 		o = &defaults;
 	if (!path || !*path) {
-		set_err(err, errlen, "no image file name given");
+		errf(err, errlen, "no image file name given");
 		return -EINVAL;
 	}
 	if (o->snapshot && !o->readonly)
@@ -474,11 +461,11 @@ int blk_open_backing(struct blk *of, const char *name, const char *fmt, struct b
 	int r;
 
 	if (!name || !*name) {
-		set_err(err, errlen, "%s: empty backing file name", of->filename);
+		errf(err, errlen, "%s: empty backing file name", of->filename);
 		return -EINVAL;
 	}
 	if (of->chain_depth + 1 > BLK_MAX_CHAIN) {
-		set_err(err, errlen, "%s: backing chain deeper than %d images", of->filename,
+		errf(err, errlen, "%s: backing chain deeper than %d images", of->filename,
 			BLK_MAX_CHAIN);
 		return -ELOOP;
 	}
@@ -486,7 +473,7 @@ int blk_open_backing(struct blk *of, const char *name, const char *fmt, struct b
 	path = blk_backing_path(of->filename, name);
 	if (r < 0 || !path) {
 		free(path);
-		set_err(err, errlen, "%s: out of memory", of->filename);
+		errf(err, errlen, "%s: out of memory", of->filename);
 		return -ENOMEM;
 	}
 	r = open_node(out, path, &o, of, err, errlen);
@@ -762,16 +749,16 @@ int blk_truncate(struct blk *b, uint64_t size, enum blk_prealloc prealloc, char 
 	int r;
 
 	if (b->readonly) {
-		set_err(err, errlen, "%s: image is read-only", b->filename);
+		errf(err, errlen, "%s: image is read-only", b->filename);
 		return -EROFS;
 	}
 	if (size > INT64_MAX) {
-		set_err(err, errlen, "%s: size %llu too large", b->filename,
+		errf(err, errlen, "%s: size %llu too large", b->filename,
 			(unsigned long long)size);
 		return -EINVAL;
 	}
 	if (!b->drv->truncate) {
-		set_err(err, errlen, "%s: format %s cannot be resized", b->filename,
+		errf(err, errlen, "%s: format %s cannot be resized", b->filename,
 			b->drv->name);
 		return -ENOTSUP;
 	}
@@ -812,24 +799,24 @@ int blk_create(const char *path, const struct blk_create_opts *o, char *err, siz
 	const struct blk_driver *d;
 
 	if (!path || !*path) {
-		set_err(err, errlen, "no image file name given");
+		errf(err, errlen, "no image file name given");
 		return -EINVAL;
 	}
 	if (!o || !o->format) {
-		set_err(err, errlen, "%s: no image format given", path);
+		errf(err, errlen, "%s: no image format given", path);
 		return -EINVAL;
 	}
 	d = blk_driver_by_name(o->format);
 	if (!d) {
-		set_err(err, errlen, "%s: unknown format '%s'", path, o->format);
+		errf(err, errlen, "%s: unknown format '%s'", path, o->format);
 		return -EINVAL;
 	}
 	if (!d->create) {
-		set_err(err, errlen, "%s: format %s cannot create images", path, d->name);
+		errf(err, errlen, "%s: format %s cannot create images", path, d->name);
 		return -ENOTSUP;
 	}
 	if (o->size > INT64_MAX) {
-		set_err(err, errlen, "%s: size %llu too large", path, (unsigned long long)o->size);
+		errf(err, errlen, "%s: size %llu too large", path, (unsigned long long)o->size);
 		return -EINVAL;
 	}
 	return d->create(path, o, err, errlen);
@@ -848,12 +835,12 @@ static int check_writable_verb(struct blk *b, bool present, const char *what, ch
 			       size_t errlen)
 {
 	if (!present) {
-		set_err(err, errlen, "%s: format %s does not support %s", b->filename,
+		errf(err, errlen, "%s: format %s does not support %s", b->filename,
 			b->drv->name, what);
 		return -ENOTSUP;
 	}
 	if (b->readonly) {
-		set_err(err, errlen, "%s: image is read-only", b->filename);
+		errf(err, errlen, "%s: image is read-only", b->filename);
 		return -EROFS;
 	}
 	return 0;

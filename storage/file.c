@@ -58,19 +58,6 @@ struct file_state {
 	struct write_lock wl;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- the write lock ---- */
 
 static void wl_init(struct write_lock *l)
@@ -575,14 +562,14 @@ static int resize_fd(struct file_state *s, const char *path, uint64_t size,
 
 	if (fstat(s->fd, &st) < 0) {
 		r = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(-r));
+		errf(err, errlen, "%s: %s", path, strerror(-r));
 		return r;
 	}
 	if (size <= (uint64_t)st.st_size || prealloc == BLK_PREALLOC_OFF ||
 	    prealloc == BLK_PREALLOC_METADATA) {
 		if (ftruncate(s->fd, (off_t)size) < 0) {
 			r = -errno;
-			set_err(err, errlen, "%s: resizing to %llu bytes: %s", path,
+			errf(err, errlen, "%s: resizing to %llu bytes: %s", path,
 				(unsigned long long)size, strerror(-r));
 		}
 		return r;
@@ -590,7 +577,7 @@ static int resize_fd(struct file_state *s, const char *path, uint64_t size,
 	if (prealloc == BLK_PREALLOC_FALLOC) {
 		if (fallocate(s->fd, 0, st.st_size, (off_t)(size - st.st_size)) < 0) {
 			r = -errno;
-			set_err(err, errlen, "%s: preallocation=falloc: %s", path,
+			errf(err, errlen, "%s: preallocation=falloc: %s", path,
 				r == -EOPNOTSUPP ? "the file system cannot preallocate"
 						 : strerror(-r));
 		}
@@ -615,7 +602,7 @@ static int resize_fd(struct file_state *s, const char *path, uint64_t size,
 	if (r == 0 && fdatasync(s->fd) < 0)
 		r = -errno;
 	if (r < 0) {
-		set_err(err, errlen, "%s: preallocation=full: %s", path, strerror(-r));
+		errf(err, errlen, "%s: preallocation=full: %s", path, strerror(-r));
 		if (ftruncate(s->fd, st.st_size) < 0)
 			log_warn("%s: restoring the size after a failed preallocation: %s",
 				 path, strerror(errno));
@@ -638,7 +625,7 @@ static int file_truncate(struct blk *b, uint64_t size, enum blk_prealloc preallo
 	if (s->blkdev) {
 		r = blkdev_size(s->fd, &dev);
 		if (r == 0 && size > dev) {
-			set_err(err, errlen, "%s: cannot grow a block device (%llu bytes) to %llu",
+			errf(err, errlen, "%s: cannot grow a block device (%llu bytes) to %llu",
 				b->filename, (unsigned long long)dev, (unsigned long long)size);
 			r = -ENOTSUP;
 		}
@@ -675,7 +662,7 @@ static int lock_image(int fd, const char *path, bool shared, char *err, size_t e
 	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
 		return 0;
 	if (errno == EAGAIN || errno == EACCES) {
-		set_err(err, errlen, shared ? "%s: image is in use by another process that writes "
+		errf(err, errlen, shared ? "%s: image is in use by another process that writes "
 				     "it (force-share reads it anyway)"
 				   : "%s: image is in use by another process", path);
 		return -EBUSY;
@@ -729,27 +716,27 @@ static int file_open(struct blk *b, const struct blk_open_opts *o, char *err, si
 
 	s = calloc(1, sizeof(*s));
 	if (!s) {
-		set_err(err, errlen, "%s: out of memory", b->filename);
+		errf(err, errlen, "%s: out of memory", b->filename);
 		return -ENOMEM;
 	}
 	s->fd = open(b->filename, flags | (direct ? O_DIRECT : 0) | (dsync ? O_DSYNC : 0));
 	if (s->fd < 0) {
 		r = -errno;
 		if (r == -EINVAL && direct)
-			set_err(err, errlen, "%s: the file system does not support O_DIRECT "
+			errf(err, errlen, "%s: the file system does not support O_DIRECT "
 				"(cache=%s)", b->filename, blk_cache_name(b->cache));
 		else
-			set_err(err, errlen, "%s: %s", b->filename, strerror(-r));
+			errf(err, errlen, "%s: %s", b->filename, strerror(-r));
 		goto err_free;
 	}
 	if (fstat(s->fd, &st) < 0) {
 		r = -errno;
-		set_err(err, errlen, "%s: %s", b->filename, strerror(-r));
+		errf(err, errlen, "%s: %s", b->filename, strerror(-r));
 		goto err_close;
 	}
 	s->blkdev = S_ISBLK(st.st_mode);
 	if (!s->blkdev && !S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "%s: not a regular file or a block device", b->filename);
+		errf(err, errlen, "%s: not a regular file or a block device", b->filename);
 		r = -EINVAL;
 		goto err_close;
 	}
@@ -759,7 +746,7 @@ static int file_open(struct blk *b, const struct blk_open_opts *o, char *err, si
 
 		r = blkdev_size(s->fd, &b->size);
 		if (r < 0) {
-			set_err(err, errlen, "%s: reading the device size: %s", b->filename,
+			errf(err, errlen, "%s: reading the device size: %s", b->filename,
 				strerror(-r));
 			goto err_close;
 		}
@@ -812,7 +799,7 @@ static int create_blkdev(int fd, const char *path, const struct blk_create_opts 
 	int r = blkdev_size(fd, &dev);
 
 	if (r == 0 && o->size > dev) {
-		set_err(err, errlen, "%s: the device (%llu bytes) is smaller than %llu bytes",
+		errf(err, errlen, "%s: the device (%llu bytes) is smaller than %llu bytes",
 			path, (unsigned long long)dev, (unsigned long long)o->size);
 		r = -ENOSPC;
 	}
@@ -834,7 +821,7 @@ static int file_create(const char *path, const struct blk_create_opts *o, char *
 	}
 	if (s.fd < 0) {
 		r = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(-r));
+		errf(err, errlen, "%s: %s", path, strerror(-r));
 		return r;
 	}
 	r = lock_image(s.fd, path, false, err, errlen);
@@ -842,7 +829,7 @@ static int file_create(const char *path, const struct blk_create_opts *o, char *
 		goto out;
 	if (fstat(s.fd, &st) < 0) {
 		r = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(-r));
+		errf(err, errlen, "%s: %s", path, strerror(-r));
 		goto out;
 	}
 	if (S_ISBLK(st.st_mode)) {
@@ -851,7 +838,7 @@ static int file_create(const char *path, const struct blk_create_opts *o, char *
 	}
 	if (ftruncate(s.fd, 0) < 0) {
 		r = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(-r));
+		errf(err, errlen, "%s: %s", path, strerror(-r));
 		goto out;
 	}
 	r = resize_fd(&s, path, o->size, o->prealloc, NULL, err, errlen);

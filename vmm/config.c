@@ -30,20 +30,6 @@
 #define VMM_MAX_NAME        64
 #define CONFIG_FILE_MAX     (1 << 20)
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Messages quote the values they reject, and a value may hold a newline or
  * an escape sequence; the message must stay one printable line. */
 static void err_make_printable(char *err, size_t errlen)

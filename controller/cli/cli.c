@@ -124,6 +124,22 @@ int cli_list_all(struct cli *cli, const char *path, json_t **items)
 	return CLI_OK;
 }
 
+int cli_list_print(struct cli *cli, char *path, const struct cli_column *cols, size_t ncols)
+{
+	json_t *items;
+	int ret = cli_list_all(cli, path, &items);
+
+	free(path);
+	if (ret != CLI_OK)
+		return ret;
+	if (cli->format == CLI_JSON)
+		output_json(cli->out, items);
+	else
+		output_table(cli->out, items, cols, ncols);
+	json_decref(items);
+	return CLI_OK;
+}
+
 static void show_progress(struct cli *cli, const json_t *op, char *last, size_t lastlen)
 {
 	char line[512];

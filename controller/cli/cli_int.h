@@ -34,6 +34,9 @@ int cli_call(struct cli *cli, const char *method, const char *path, const json_t
 	     struct cli_response *r);
 /* GET path (which may hold a query) page after page; *items is every item. */
 int cli_list_all(struct cli *cli, const char *path, json_t **items);
+/* cli_list_all, then the items as a table of cols (or JSON with -o json);
+ * path is freed. */
+int cli_list_print(struct cli *cli, char *path, const struct cli_column *cols, size_t ncols);
 /* Polls an operation until it ends, showing its progress; CLI_OK when it
  * succeeded (*final: the operation, if wanted), CLI_FAILED when it failed
  * or timeout_s passed (0: no limit). */

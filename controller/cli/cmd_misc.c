@@ -99,8 +99,6 @@ const struct cli_object cli_object_host = {
 static int host_list(struct cli *cli, int argc, char **argv)
 {
 	char *path = strdup("/v1/hosts");
-	json_t *items;
-	int ret;
 
 	if (argc == 3 && !strcmp(argv[1], "--state")) {
 		cli_query_add(&path, "state", argv[2]);
@@ -108,16 +106,7 @@ static int host_list(struct cli *cli, int argc, char **argv)
 		free(path);
 		return cli_usage(cli, &host_verbs[0], "'%s': unexpected", argv[1]);
 	}
-	ret = cli_list_all(cli, path, &items);
-	free(path);
-	if (ret != CLI_OK)
-		return ret;
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, items);
-	else
-		output_table(cli->out, items, host_columns, ARRAY_SIZE(host_columns));
-	json_decref(items);
-	return CLI_OK;
+	return cli_list_print(cli, path, host_columns, ARRAY_SIZE(host_columns));
 }
 
 static int host_show(struct cli *cli, int argc, char **argv)
@@ -340,20 +329,13 @@ static int op_list(struct cli *cli, int argc, char **argv)
 {
 	static const char *const keys[] = { "vm", "state", NULL };
 	char *path = strdup("/v1/operations");
-	json_t *items;
 	int ret = query_opts(cli, &op_verbs[2], argc, argv, keys, &path);
 
-	if (ret == CLI_OK)
-		ret = cli_list_all(cli, path, &items);
-	free(path);
-	if (ret != CLI_OK)
+	if (ret != CLI_OK) {
+		free(path);
 		return ret;
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, items);
-	else
-		output_table(cli->out, items, op_columns, ARRAY_SIZE(op_columns));
-	json_decref(items);
-	return CLI_OK;
+	}
+	return cli_list_print(cli, path, op_columns, ARRAY_SIZE(op_columns));
 }
 
 /* ---- event ---- */
@@ -381,18 +363,11 @@ static int event_list(struct cli *cli, int argc, char **argv)
 {
 	static const char *const keys[] = { "since", "vm", "host", NULL };
 	char *path = strdup("/v1/events");
-	json_t *items;
 	int ret = query_opts(cli, &event_verbs[0], argc, argv, keys, &path);
 
-	if (ret == CLI_OK)
-		ret = cli_list_all(cli, path, &items);
-	free(path);
-	if (ret != CLI_OK)
+	if (ret != CLI_OK) {
+		free(path);
 		return ret;
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, items);
-	else
-		output_table(cli->out, items, event_columns, ARRAY_SIZE(event_columns));
-	json_decref(items);
-	return CLI_OK;
+	}
+	return cli_list_print(cli, path, event_columns, ARRAY_SIZE(event_columns));
 }

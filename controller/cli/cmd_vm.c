@@ -108,8 +108,7 @@ static int vm_list(struct cli *cli, int argc, char **argv)
 	};
 	const struct cli_verb *v = verb_of("list");
 	char *path = strdup("/v1/vms");
-	json_t *items;
-	int c, ret;
+	int c;
 
 	optind = 0;
 	opterr = 0;
@@ -133,16 +132,7 @@ static int vm_list(struct cli *cli, int argc, char **argv)
 		return cli_usage(cli, v, "'%s': vm list takes no names (drover vm show NAME)",
 				 argv[optind]);
 	}
-	ret = cli_list_all(cli, path, &items);
-	free(path);
-	if (ret != CLI_OK)
-		return ret;
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, items);
-	else
-		output_table(cli->out, items, vm_columns, ARRAY_SIZE(vm_columns));
-	json_decref(items);
-	return CLI_OK;
+	return cli_list_print(cli, path, vm_columns, ARRAY_SIZE(vm_columns));
 }
 
 static int vm_show(struct cli *cli, int argc, char **argv)
