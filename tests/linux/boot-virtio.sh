@@ -42,6 +42,8 @@ timeout=${DROVER_LINUX_BOOT_TIMEOUT:-300}
 . "$here/lib.sh"
 
 case $case_name in raw-smp|qcow2|readonly) ;; *) echo "unknown case '$case_name'" >&2; exit 2 ;; esac
+trap end_vmm EXIT
+trap 'exit 1' INT TERM
 for tool in mke2fs dumpe2fs e2fsck qemu-img socat gcc readelf objcopy; do
 	command -v "$tool" >/dev/null ||
 		{ echo "'$tool' is missing: deploy/install-deps.sh installs it" >&2; exit 1; }
@@ -111,7 +113,7 @@ expect+=(
 	"Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000004"
 )
 
-echo "$case_name: booting $(basename "$kernel") ($(du -h "$kernel" | cut -f1)) with --cpus $cpus --disk $disk"
+echo "$case_name: booting $(basename "$kernel") ($(( $(stat -c %s "$kernel") >> 20 )) MiB) with --cpus $cpus --disk $disk"
 start_vmm "$log" "$sock" --kernel "$kernel" --memory 128M --cpus "$cpus" \
 	--cmdline "$(linux_cmdline rw)" --disk "$disk"
 wait_for_lines "$log" "$timeout" "${expect[@]}" || fail "a kernel line is missing (above)"
@@ -155,6 +157,7 @@ raw-smp|qcow2)
 readonly)
 	[ "$(sha256sum <"$work/root.img")" = "$before_sum" ] || fail "the read-only image changed"
 	echo "image unchanged; Linux fell back to a read-only mount"
+	rm -f "$kernel"
 	;;
 esac
 echo "PASS ($case_name)"
