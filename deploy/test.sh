@@ -42,6 +42,8 @@ run_fuzz() {
 }
 
 start=$(date +%s)
+# The small Linux test kernel (tests/linux) is built once for both passes.
+export DROVER_KERNEL_CACHE=${DROVER_KERNEL_CACHE:-$build/linux-kernel}
 run_suite "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDROVER_SANITIZE=OFF
 if [ "${DROVER_SKIP_ASAN:-0}" = 0 ]; then
 	run_suite "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DDROVER_SANITIZE=ON
