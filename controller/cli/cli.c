@@ -140,6 +140,24 @@ int cli_list_print(struct cli *cli, char *path, const struct cli_column *cols, s
 	return CLI_OK;
 }
 
+int cli_show_print(struct cli *cli, const char *prefix, const char *id,
+		   const struct cli_column *fields, size_t nfields)
+{
+	struct cli_response r;
+	char *path = cli_path(prefix, id, NULL);
+	int ret = path ? cli_call(cli, "GET", path, NULL, &r) : CLI_FAILED;
+
+	free(path);
+	if (ret != CLI_OK)
+		return ret;
+	if (cli->format == CLI_JSON)
+		output_json(cli->out, r.body);
+	else
+		output_fields(cli->out, r.body, fields, nfields);
+	client_response_free(&r);
+	return CLI_OK;
+}
+
 static void show_progress(struct cli *cli, const json_t *op, char *last, size_t lastlen)
 {
 	char line[512];

@@ -37,6 +37,9 @@ int cli_list_all(struct cli *cli, const char *path, json_t **items);
 /* cli_list_all, then the items as a table of cols (or JSON with -o json);
  * path is freed. */
 int cli_list_print(struct cli *cli, char *path, const struct cli_column *cols, size_t ncols);
+/* GET prefix+id, then the object as "Field: value" lines (or JSON). */
+int cli_show_print(struct cli *cli, const char *prefix, const char *id,
+		   const struct cli_column *fields, size_t nfields);
 /* Polls an operation until it ends, showing its progress; CLI_OK when it
  * succeeded (*final: the operation, if wanted), CLI_FAILED when it failed
  * or timeout_s passed (0: no limit). */

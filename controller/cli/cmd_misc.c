@@ -111,23 +111,9 @@ static int host_list(struct cli *cli, int argc, char **argv)
 
 static int host_show(struct cli *cli, int argc, char **argv)
 {
-	struct cli_response r;
-	char *path;
-	int ret;
-
 	if (argc != 2)
 		return cli_usage(cli, &host_verbs[1], argc < 2 ? "which host?" : "one host at a time");
-	path = cli_path("/v1/hosts/", argv[1], NULL);
-	ret = cli_call(cli, "GET", path, NULL, &r);
-	free(path);
-	if (ret != CLI_OK)
-		return ret;
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, r.body);
-	else
-		output_fields(cli->out, r.body, host_fields, ARRAY_SIZE(host_fields));
-	client_response_free(&r);
-	return CLI_OK;
+	return cli_show_print(cli, "/v1/hosts/", argv[1], host_fields, ARRAY_SIZE(host_fields));
 }
 
 static int host_maintenance(struct cli *cli, int argc, char **argv)
@@ -263,23 +249,9 @@ const struct cli_object cli_object_operation = {
 
 static int op_show(struct cli *cli, int argc, char **argv)
 {
-	struct cli_response r;
-	char *path;
-	int ret;
-
 	if (argc != 2)
 		return cli_usage(cli, &op_verbs[0], "which operation?");
-	path = cli_path("/v1/operations/", argv[1], NULL);
-	ret = cli_call(cli, "GET", path, NULL, &r);
-	free(path);
-	if (ret != CLI_OK)
-		return ret;
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, r.body);
-	else
-		output_fields(cli->out, r.body, op_fields, ARRAY_SIZE(op_fields));
-	client_response_free(&r);
-	return CLI_OK;
+	return cli_show_print(cli, "/v1/operations/", argv[1], op_fields, ARRAY_SIZE(op_fields));
 }
 
 static int op_wait(struct cli *cli, int argc, char **argv)

@@ -50,14 +50,6 @@ static const struct cli_column vm_fields[] = {
 	{ "Updated", "updated_at", NULL },
 };
 
-static void print_vm(struct cli *cli, const json_t *vm)
-{
-	if (cli->format == CLI_JSON)
-		output_json(cli->out, vm);
-	else
-		output_fields(cli->out, vm, vm_fields, ARRAY_SIZE(vm_fields));
-}
-
 static int vm_list(struct cli *cli, int argc, char **argv);
 static int vm_show(struct cli *cli, int argc, char **argv);
 static int vm_create(struct cli *cli, int argc, char **argv);
@@ -137,20 +129,9 @@ static int vm_list(struct cli *cli, int argc, char **argv)
 
 static int vm_show(struct cli *cli, int argc, char **argv)
 {
-	struct cli_response r;
-	char *path;
-	int ret;
-
 	if (argc != 2)
 		return cli_usage(cli, verb_of("show"), argc < 2 ? "which VM?" : "one VM at a time");
-	path = cli_path("/v1/vms/", argv[1], NULL);
-	ret = cli_call(cli, "GET", path, NULL, &r);
-	free(path);
-	if (ret != CLI_OK)
-		return ret;
-	print_vm(cli, r.body);
-	client_response_free(&r);
-	return CLI_OK;
+	return cli_show_print(cli, "/v1/vms/", argv[1], vm_fields, ARRAY_SIZE(vm_fields));
 }
 
 /* ---- create ---- */
