@@ -76,6 +76,7 @@ struct vmm {
 	bool attach_timed_out;
 	bool killed_by_us;
 	bool has_powerdown;
+	bool powerdown_sent, quit_sent;     /* by a graceful stop */
 	uint64_t attach_deadline_ns;
 	uint32_t attach_timeout_ms;
 	struct evloop_timer *attach_timer;
@@ -983,15 +984,30 @@ static void on_stop_reply(void *opaque, json_t *ret, const char *err)
 		log_debug("stop request: %s", err);
 }
 
+/* After system_powerdown, the guest has the stop timeout to power off;
+ * then drover-vmm is asked to quit (it flushes the disks and exits), and
+ * SIGKILL comes only if even that does not end it within QUIT_GRACE_MS. */
+#define QUIT_GRACE_MS 5000
+
 static void kill_timer_fired(void *opaque, struct evloop_timer *t)
 {
 	struct vmm *v = opaque;
 
+	if (v->powerdown_sent && !v->quit_sent && v->q && v->ready &&
+	    qmpc_execute(v->q, "quit", NULL, on_stop_reply, v) == 0) {
+		log_warn("VM %s: the guest did not power off within the stop timeout; asking "
+			 "drover-vmm (pid %d) to quit", v->vm_id, (int)v->pid);
+		v->quit_sent = true;
+		if (evloop_timer_set(t, QUIT_GRACE_MS, 0) == 0)
+			return;
+	}
 	log_warn("VM %s: drover-vmm (pid %d) still runs after the stop timeout; killing it",
 		 v->vm_id, (int)v->pid);
 	kill_now(v);
 }
 
+/* Graceful: the ACPI power button when the VMM has one (the guest shuts
+ * down in its own time), else quit; see kill_timer_fired for what follows. */
 static void drover_stop(struct vmm *v, bool force, uint32_t timeout_ms)
 {
 	if (!v->verified)
@@ -1001,8 +1017,12 @@ static void drover_stop(struct vmm *v, bool force, uint32_t timeout_ms)
 		return;
 	}
 	if (v->q && v->ready) {
-		qmpc_execute(v->q, v->has_powerdown ? "system_powerdown" : "quit", NULL,
-			     on_stop_reply, v);
+		if (!v->powerdown_sent && !v->quit_sent) {
+			v->powerdown_sent = v->has_powerdown;
+			v->quit_sent = !v->has_powerdown;
+			qmpc_execute(v->q, v->has_powerdown ? "system_powerdown" : "quit", NULL,
+				     on_stop_reply, v);
+		}
 	} else if (pidfd_send_signal(v->pidfd, SIGTERM, NULL, 0) < 0) {
 		/* drover-vmm ends cleanly on SIGTERM as on quit. */
 		kill_now(v);

@@ -575,9 +575,15 @@ static int act(struct ctx *x, const char *kind, const json_t *params)
 	return 0;
 }
 
+/* As `virsh destroy` then undefine, or Nova's delete: the VM is powered
+ * off at once (a clean shutdown is a stop first). */
 static int h_vm_delete(struct ctx *x)
 {
-	return act(x, "delete", NULL);
+	json_t *params = json_pack("{s:b}", "force", 1);
+	int ret = params ? act(x, "delete", params) : fail_store(x, -ENOMEM);
+
+	json_decref(params);
+	return ret;
 }
 
 static int h_vm_action(struct ctx *x)

@@ -70,7 +70,11 @@ done
 say "Pause, resume, stop"
 cli vm pause web-1 --wait
 cli vm resume web-1 --wait
-cli vm stop web-2 --wait
+echo "(a stop presses the ACPI power button; the hello guest has no ACPI driver, so after"
+echo " the 2 s stop timeout drover-vmm is told to quit, flushing the disks as it goes)"
+cli vm stop web-2 --stop-timeout 2 --wait
+printf '$ drover vm show web-2\n'
+drover vm show web-2 | grep -E "^(State|Exit)"
 cli vm list
 
 say "Host maintenance: no new VMs there"

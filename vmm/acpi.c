@@ -281,6 +281,12 @@ static struct acpi_gas gas_io8(uint16_t port)
 #define AML_SCOPE         0x10
 #define AML_BUFFER        0x11
 #define AML_PACKAGE       0x12
+#define AML_STRING_PREFIX 0x0d
+#define AML_METHOD        0x14
+#define AML_ARG0          0x68
+#define AML_LEQUAL        0x93
+#define AML_NOTIFY        0x86
+#define AML_IF            0xa0
 #define AML_EXT_PREFIX    0x5b
 #define AML_EXT_DEVICE    0x82
 #define AML_ROOT_CHAR     '\\'
@@ -297,6 +303,8 @@ static struct acpi_gas gas_io8(uint16_t port)
 
 /* Large resource descriptors (ACPI 6.3, 6.4.3) */
 #define RES_DWORD_ADDR    0x87
+#define RES_EXT_IRQ       0x89
+#define RES_EXT_IRQ_CONSUMER_EDGE 0x03   /* consumer, edge, active-high, exclusive */
 #define RES_WORD_ADDR     0x88
 #define RES_QWORD_ADDR    0x8a
 #define RES_ADDR_MEMORY   0
@@ -503,6 +511,39 @@ static void aml_name_buffer(struct aml *a, const char *name, const uint8_t *byte
 	aml_close(a);
 }
 
+static void aml_string(struct aml *a, const char *str)
+{
+	aml_byte(a, AML_STRING_PREFIX);
+	aml_bytes(a, str, strlen(str) + 1);
+}
+
+/* Method (name, nargs, NotSerialized) { ... }: close with aml_close. */
+static void aml_method_begin(struct aml *a, const char *name, unsigned nargs)
+{
+	aml_byte(a, AML_METHOD);
+	aml_open(a);
+	aml_name(a, name);
+	aml_byte(a, (uint8_t)(nargs & 7));
+}
+
+/* If (LEqual (Arg0, value)) { ... }: close with aml_close. */
+static void aml_if_arg0_equals(struct aml *a, uint64_t value)
+{
+	aml_byte(a, AML_IF);
+	aml_open(a);
+	aml_byte(a, AML_LEQUAL);
+	aml_byte(a, AML_ARG0);
+	aml_integer(a, value);
+}
+
+/* Notify (object, value) */
+static void aml_notify(struct aml *a, const char *object, uint8_t value)
+{
+	aml_byte(a, AML_NOTIFY);
+	aml_name(a, object);
+	aml_integer(a, value);
+}
+
 /* A resource template being assembled before it goes out as a Buffer. */
 struct aml_resources {
 	uint8_t b[128];
@@ -538,6 +579,17 @@ static void res_irq(struct aml_resources *r, uint8_t irq)
 {
 	uint16_t mask = (uint16_t)(1u << irq);
 	const uint8_t d[] = { RES_IRQ_NO_FLAGS, (uint8_t)mask, (uint8_t)(mask >> 8) };
+
+	res_bytes(r, d, sizeof(d));
+}
+
+/* Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi } */
+static void res_ext_irq(struct aml_resources *r, uint32_t gsi)
+{
+	const uint8_t d[] = {
+		RES_EXT_IRQ, 6, 0, RES_EXT_IRQ_CONSUMER_EDGE, 1,
+		(uint8_t)gsi, (uint8_t)(gsi >> 8), (uint8_t)(gsi >> 16), (uint8_t)(gsi >> 24),
+	};
 
 	res_bytes(r, d, sizeof(d));
 }
@@ -641,6 +693,37 @@ static void aml_pci_host_bridge(struct aml *a, uint64_t mmio64_base)
 	aml_close(a);
 }
 
+/* The power button of a hardware-reduced platform (ACPI 6.3, 4.8.2.2.1.2
+ * and 5.6.9): a control-method power button (PNP0C0C) that a Generic Event
+ * Device (ACPI0013) notifies when its interrupt fires. The interrupt line
+ * is the button's alone, so _EVT needs no event register: the GSI it is
+ * called with says which event came. system_powerdown pulses it. */
+static void aml_power_button(struct aml *a)
+{
+	struct aml_resources r = { .len = 0 };
+
+	aml_device_begin(a, "PWRB");
+	aml_name_begin(a, "_HID");
+	aml_eisa_id(a, "PNP0C0C");
+	aml_name_begin(a, "_UID");
+	aml_integer(a, 0);
+	aml_close(a);
+
+	aml_device_begin(a, "GED0");
+	aml_name_begin(a, "_HID");
+	aml_string(a, "ACPI0013");
+	aml_name_begin(a, "_UID");
+	aml_integer(a, 0);
+	res_ext_irq(&r, GSI_POWER_BUTTON);
+	aml_crs(a, &r);
+	aml_method_begin(a, "_EVT", 1);
+	aml_if_arg0_equals(a, GSI_POWER_BUTTON);
+	aml_notify(a, "\\_SB.PWRB", 0x80);     /* 0x80: the button was pressed */
+	aml_close(a);
+	aml_close(a);
+	aml_close(a);
+}
+
 /* ---- tables ---------------------------------------------------------- */
 
 /* The VMM's sleep control register powers off on SLP_TYP 5 (in both the
@@ -661,6 +744,7 @@ static int build_dsdt(struct acpi_area *a, const struct platform_desc *pd, uint6
 	aml_isa_device(&aml, "COM1", "PNP0501", 0, pd->com1_port, 8, pd->com1_irq);
 	aml_isa_device(&aml, "RTC", "PNP0B00", 0, PORT_CMOS_INDEX, 2, IRQ_RTC);
 	aml_pci_host_bridge(&aml, a->pci_mmio64_base);
+	aml_power_button(&aml);
 	aml_close(&aml);
 	aml_name_package(&aml, "\\_S5", s5, ARRAY_SIZE(s5));
 

@@ -64,5 +64,6 @@
 
 #define IRQ_COM1             4
 #define IRQ_RTC              8
+#define GSI_POWER_BUTTON     10             /* the DSDT's GED0 (ACPI0013): power button */
 
 #endif

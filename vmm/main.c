@@ -17,6 +17,7 @@
 #include "devices.h"
 #include "emulate.h"
 #include "evloop.h"
+#include "layout.h"
 #include "log.h"
 #include "serial.h"
 #include "util.h"
@@ -206,6 +207,19 @@ static enum control_error cmd_system_reset(void *ctx, json_t *args, json_t **ret
 	return CONTROL_OK;
 }
 
+/* The ACPI power button (the DSDT's GED0 and PWRB): a guest with an ACPI
+ * driver shuts down in its own time, one without ignores it. */
+static enum control_error cmd_system_powerdown(void *ctx, json_t *args, json_t **ret,
+					       char *desc, size_t len)
+{
+	struct vmm *m = ctx;
+
+	vm_irq_line(m->vm, GSI_POWER_BUTTON, 1);
+	vm_irq_line(m->vm, GSI_POWER_BUTTON, 0);
+	emit(m, "POWERDOWN", json_object());
+	return CONTROL_OK;
+}
+
 static enum control_error cmd_quit(void *ctx, json_t *args, json_t **ret, char *desc,
 				   size_t len)
 {
@@ -304,6 +318,7 @@ static const struct control_command commands[] = {
 	{ "cont", cmd_resume },
 	{ "system-reset", cmd_system_reset },
 	{ "system_reset", cmd_system_reset },
+	{ "system_powerdown", cmd_system_powerdown },
 	{ "quit", cmd_quit },
 	{ "query-cpus", cmd_query_cpus },
 	{ "query-cpus-fast", cmd_query_cpus },

@@ -69,12 +69,13 @@ static const struct cli_verb vm_verbs[] = {
 	  "define a VM from its definition document (or from flags), place it, start it" },
 	{ "start", vm_action, "vm start NAME|ID [--wait] [--wait-timeout S]", "start a stopped VM" },
 	{ "stop", vm_action, "vm stop NAME|ID [--force] [--stop-timeout S] [--wait] [--wait-timeout S]",
-	  "power the guest off (forcefully after --stop-timeout, default 60 s; --force: at once)" },
+	  "press the ACPI power button; after --stop-timeout (default 60 s) the VMM quits; "
+	  "--force: at once" },
 	{ "reboot", vm_action, "vm reboot NAME|ID [--wait]", "reset the guest" },
 	{ "pause", vm_action, "vm pause NAME|ID [--wait]", "stop its vCPUs" },
 	{ "resume", vm_action, "vm resume NAME|ID [--wait]", "run its vCPUs again" },
 	{ "delete", vm_delete, "vm delete NAME|ID [--wait] [--wait-timeout S]",
-	  "stop it (forcefully after its stop timeout) and forget it" },
+	  "power it off at once (stop it first for a clean shutdown) and forget it" },
 };
 
 const struct cli_object cli_object_vm = {

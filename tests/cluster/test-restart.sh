@@ -31,7 +31,7 @@ wait_for 15 "host-1 up again" '[ "$(host_field host-1 state)" = up ]'
 check "the same VMM was adopted" test "$(vm_field vm-a pid)" = "$pid"
 check "vm-a is running" test "$(vm_field vm-a state)" = running
 grep -q "adopt" "$DROVER_WORK/h1/agent.log" || fail "the agent's log does not mention adopting vm-a"
-check "vm-a stops through the API after adoption" drover vm stop vm-a --wait
+check "vm-a stops through the API after adoption" drover vm stop vm-a --stop-timeout 1 --wait
 wait_for 10 "vm-a's VMM ends" '! vmm_alive "$pid"'
 check "vm-a starts again" drover vm start vm-a --wait
 check "vm-a runs again" test "$(vm_field vm-a state)" = running

@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -163,6 +164,35 @@ static void test_system_reset(void **state)
 	json_decref(r);
 	json_decref(qmp_execute(&q, "cont", NULL, events));
 	assert_true(vmmproc_wait_output(&p, "hello: hello", 3, 10000));
+	json_decref(events);
+	stop_vm(&p, &q);
+}
+
+/* The ACPI power button: accepted, announced (POWERDOWN), listed in
+ * query-commands; the hello guest has no ACPI driver and runs on. */
+static void test_system_powerdown(void **state)
+{
+	struct vmmproc p;
+	struct qmp q;
+	json_t *events = json_array(), *r, *ev;
+	size_t i;
+	json_t *c;
+	bool listed = false;
+
+	start_ticker(&p, &q, "1");
+	r = qmp_execute(&q, "query-commands", NULL, NULL);
+	json_array_foreach(json_object_get(r, "return"), i, c)
+		listed |= !strcmp(str(c, "name", NULL), "system_powerdown");
+	json_decref(r);
+	assert_true(listed);
+	r = qmp_execute(&q, "system_powerdown", NULL, events);
+	assert_true(json_is_object(json_object_get(r, "return")));
+	json_decref(r);
+	ev = qmp_wait_event(&q, "POWERDOWN", events, 5000);
+	assert_non_null(ev);
+	json_decref(ev);
+	int ticks = vmmproc_count_lines(p.out, TICK);
+	assert_true(vmmproc_wait_lines(&p, TICK, ticks + 2, 10000));
 	json_decref(events);
 	stop_vm(&p, &q);
 }
@@ -493,6 +523,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_greeting_and_status),
 		cmocka_unit_test(test_pause_resume),
 		cmocka_unit_test(test_system_reset),
+		cmocka_unit_test(test_system_powerdown),
 		cmocka_unit_test(test_quit),
 		cmocka_unit_test(test_two_clients),
 		cmocka_unit_test(test_query_cpus),

@@ -11,7 +11,11 @@
 #             leaves a mounted file system) and e2fsck -fn finds no error
 #   qcow2     the same on a qcow2 image, 1 CPU; afterwards qemu-img check
 #             finds it consistent, and the superblock read back through
-#             qemu-img shows Linux's mount
+#             qemu-img shows Linux's mount. Also the power button: once Linux
+#             has found it ("ACPI: button: Power Button [PWRB]"),
+#             system_powerdown on the control socket must reach Linux's
+#             input layer as KEY_POWER (evbug logs the event: with no user
+#             space, nothing else hears it)
 #   readonly  raw image with readonly=on; the kernel is asked for a
 #             read-write root (rw): only a disk that Linux sees as read-only
 #             (VIRTIO_BLK_F_RO) makes it fall back to a read-only mount, so
@@ -114,8 +118,23 @@ expect+=(
 )
 
 echo "$case_name: booting $(basename "$kernel") ($(( $(stat -c %s "$kernel") >> 20 )) MiB) with --cpus $cpus --disk $disk"
+cmdline=$(linux_cmdline rw)
+# evbug logs at debug level
+[ "$case_name" = qcow2 ] && cmdline="$cmdline loglevel=8"
 start_vmm "$log" "$sock" --kernel "$kernel" --memory 128M --cpus "$cpus" \
-	--cmdline "$(linux_cmdline rw)" --disk "$disk"
+	--cmdline "$cmdline" --disk "$disk"
+if [ "$case_name" = qcow2 ]; then
+	# GED0's interrupt -> _EVT -> Notify (PWRB, 0x80) -> the button driver
+	# -> input event 1 (EV_KEY), code 116 (KEY_POWER), pressed.
+	wait_for_lines "$log" "$timeout" "ACPI: button: Power Button \[PWRB\]" \
+		"evbug: Connected device: input[0-9]+ \(Power Button at PNP0C0C/button/input[0-9]+\)" ||
+		fail "Linux did not find the power button (above)"
+	reply=$(qmp "$sock" system_powerdown || true)
+	case $reply in *'"return"'*) ;; *) fail "system_powerdown: $reply" ;; esac
+	wait_for_lines "$log" "$timeout" \
+		"evbug: Event\. Dev: input[0-9]+, Type: 1, Code: 116, Value: 1" ||
+		fail "the power button press did not reach Linux (above)"
+fi
 wait_for_lines "$log" "$timeout" "${expect[@]}" || fail "a kernel line is missing (above)"
 status=$(qmp "$sock" query-status || true)
 stop_vmm "$sock"

@@ -7,6 +7,7 @@
  * here independently of vmm/acpi.c's structures. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -264,14 +265,16 @@ static void check_mcfg(const struct walk *w)
 /* ---- a small AML reader ------------------------------------------------
  * Walks the DSDT's term list the way an interpreter's first pass does, for
  * the objects a drover DSDT holds (Scope, Device, Name with an integer,
- * Package or Buffer), checking that every PkgLength stays inside its parent
- * and that the term lists fill their packages exactly. */
+ * string, Package or Buffer, Method), checking that every PkgLength stays
+ * inside its parent and that the term lists fill their packages exactly.
+ * A method's body is kept as bytes (ACPICA's acpiexec runs it, below). */
 
 #define AML_MAX_NAMES 48
 
 struct aml_name {
 	char path[64];          /* "\\_SB_.COM1._HID" */
-	uint8_t kind;           /* 'i' integer, 'p' package, 'b' buffer */
+	uint8_t kind;           /* 'i' integer, 'p' package, 'b' buffer, 's' string,
+				 * 'm' method (buf: its body, value: its flags) */
 	uint64_t value;         /* integer */
 	uint64_t elems[8];      /* package (integers only) */
 	unsigned nelems;
@@ -401,6 +404,15 @@ static size_t aml_data_object(const uint8_t *p, size_t avail, struct aml_name *n
 		nm->buflen = (size_t)v;
 		return 1 + len;
 	}
+	if (p[0] == 0x0d) {                     /* String */
+		const uint8_t *nul = memchr(p + 1, 0, avail - 1);
+
+		assert_non_null(nul);
+		nm->kind = 's';
+		nm->buf = p + 1;
+		nm->buflen = (size_t)(nul - (p + 1));
+		return nm->buflen + 2;
+	}
 	nm->kind = 'i';
 	return aml_integer_at(p, avail, &nm->value);
 }
@@ -422,6 +434,20 @@ static void aml_walk(const uint8_t *p, size_t n, const char *scope, struct aml_n
 			used += aml_namestring(t + used, op + len - used, scope, path, sizeof(path));
 			aml_walk(t + used, op + len - used, path, out);
 			off += op + len;
+		} else if (t[0] == 0x14) {                  /* Method */
+			struct aml_name *nm;
+
+			assert_true(out->n < AML_MAX_NAMES);
+			nm = &out->name[out->n++];
+			len = aml_pkglen(t + 1, avail - 1, &enc);
+			used = 1 + enc;
+			used += aml_namestring(t + used, 1 + len - used, scope, nm->path,
+					       sizeof(nm->path));
+			nm->kind = 'm';
+			nm->value = t[used++];
+			nm->buf = t + used;
+			nm->buflen = 1 + len - used;
+			off += 1 + len;
 		} else if (t[0] == 0x08) {                  /* Name */
 			struct aml_name *nm;
 
@@ -488,6 +514,30 @@ static void check_pci0(const struct aml_names *names)
 	assert_int_equal(prt->buf[2 + (prt->buf[1] >> 6)], 31 * 4);
 }
 
+/* The power button: PNP0C0C, and a Generic Event Device (ACPI0013) on
+ * GSI_POWER_BUTTON whose _EVT notifies it (what that does, acpiexec runs
+ * below). */
+static void check_power_button(const struct aml_names *names)
+{
+	const struct aml_name *hid = aml_lookup(names, "\\_SB_.GED0._HID");
+	const struct aml_name *crs = aml_lookup(names, "\\_SB_.GED0._CRS");
+	const struct aml_name *evt = aml_lookup(names, "\\_SB_.GED0._EVT");
+	const uint8_t want_crs[] = {
+		0x89, 0x06, 0x00, 0x03, 0x01, GSI_POWER_BUTTON, 0, 0, 0,  /* Interrupt (edge) */
+		0x79, 0x00,
+	};
+
+	assert_int_equal(aml_lookup(names, "\\_SB_.PWRB._HID")->value, 0x0c0cd041); /* PNP0C0C */
+	assert_int_equal(hid->kind, 's');
+	assert_int_equal(hid->buflen, 8);
+	assert_memory_equal(hid->buf, "ACPI0013", 8);
+	assert_int_equal(crs->kind, 'b');
+	assert_int_equal(crs->buflen, sizeof(want_crs));
+	assert_memory_equal(crs->buf, want_crs, sizeof(want_crs));
+	assert_int_equal(evt->kind, 'm');
+	assert_int_equal(evt->value & 7, 1);    /* one argument: the GSI */
+}
+
 static void check_dsdt(const struct platform_desc *pd, const struct table *dsdt)
 {
 	struct aml_names names = { .n = 0 };
@@ -510,6 +560,7 @@ static void check_dsdt(const struct platform_desc *pd, const struct table *dsdt)
 	assert_int_equal(aml_lookup(&names, "\\_SB_.RTC_._HID")->value, 0x000bd041); /* PNP0B00 */
 	check_isa_crs(aml_lookup(&names, "\\_SB_.RTC_._CRS"), 0x70, 2, 8);
 	check_pci0(&names);
+	check_power_button(&names);
 }
 
 static void build_and_check(unsigned ncpus, unsigned apic_stride)
@@ -773,8 +824,23 @@ static void test_iasl_disassembles_every_table(void **state)
 	dump_and_disassemble(iasl, dir, PLATFORM_MAX_CPUS);
 }
 
+/* GED0._EVT was evaluated twice, with another GSI and with the power
+ * button's: only the second notified PWRB, with 0x80 (pressed). */
+static bool power_button_notified(const char *out)
+{
+	const char *first = strstr(out, "Evaluating \\_SB.GED0._EVT");
+	const char *second = first ? strstr(first + 1, "Evaluating \\_SB.GED0._EVT") : NULL;
+	const char *notify = first ? strstr(first, "Notify") : NULL;
+	const char *eol = notify ? strchr(notify, '\n') : NULL;
+	const char *value = notify ? strstr(notify, "Value 0x80") : NULL;
+
+	return second && notify && notify > second && !strstr(notify + 1, "Notify") &&
+	       !strncmp(notify, "Notify on [PWRB]", 16) && value && eol && value < eol;
+}
+
 /* ACPICA's interpreter (the one inside Linux) loads the tables and
- * evaluates what Linux evaluates at boot and at power-off. */
+ * evaluates what Linux evaluates at boot, at power-off and when the power
+ * button is pressed. */
 static void test_acpica_evaluates_dsdt(void **state)
 {
 	const char *acpiexec = acpiexec_path();
@@ -802,9 +868,10 @@ static void test_acpica_evaluates_dsdt(void **state)
 	}
 	snprintf(cmd, sizeof(cmd),
 		 "cd '%s' && '%s' -b 'evaluate \\_S5; evaluate \\_SB.COM1._HID; "
-		 "evaluate \\_SB.COM1._CRS; evaluate \\_SB.RTC._HID; evaluate \\_SB.RTC._CRS' "
+		 "evaluate \\_SB.COM1._CRS; evaluate \\_SB.RTC._HID; evaluate \\_SB.RTC._CRS; "
+		 "evaluate \\_SB.GED0._EVT 3; evaluate \\_SB.GED0._EVT %u' "
 		 "dsdt.dat FACP.dat APIC.dat > acpiexec.log 2>&1 < /dev/null",
-		 dir, acpiexec);
+		 dir, acpiexec, GSI_POWER_BUTTON);
 	status = system(cmd);
 	snprintf(path, sizeof(path), "%s/acpiexec.log", dir);
 	out = slurp(path);
@@ -820,7 +887,8 @@ static void test_acpica_evaluates_dsdt(void **state)
 	    !strstr(out, "[Integer] = 000000000105D041") ||     /* PNP0501 */
 	    !strstr(out, "[Integer] = 00000000000BD041") ||     /* PNP0B00 */
 	    !strstr(out, "47 01 F8 03 F8 03 01 08 22 10 00 79 00") ||
-	    !strstr(out, "47 01 70 00 70 00 01 02 22 00 01 79 00"))
+	    !strstr(out, "47 01 70 00 70 00 01 02 22 00 01 79 00") ||
+	    !power_button_notified(out))
 		fail_msg("acpiexec evaluated something else:\n%s", out);
 	free(out);
 	guest_mem_free(&gm);

@@ -99,7 +99,9 @@ static int setup(void **state)
 	th_tmpdir(x->dir, sizeof(x->dir));
 	x->opt = (struct sv_options){ .run_dir = x->dir, .vmm_binary = vmm_bin,
 				      .driver = &vmmdrv_drover, .start_timeout_ms = 5000,
-				      .stop_timeout_ms = 5000 };
+				      /* a graceful stop's wait for the guest (which ignores
+				       * the power button) before quit */
+				      .stop_timeout_ms = 1000 };
 	x->connected = true;
 	new_sv(x);
 	assert_int_equal(sv_load(x->s), 0);
@@ -287,7 +289,9 @@ static void test_commands(void **state)
 	assert_int_equal(a.state, VMSTATE_PAUSED);
 	a = run(x, SV_RESUME, "v", NULL);
 	assert_int_equal(a.state, VMSTATE_RUNNING);
-	a = run_stop(x, "v", 0, false);
+	/* Graceful: the power button, which the hello guest does not heed,
+	 * then quit once the 300 ms are up. */
+	a = run_stop(x, "v", 300, false);
 	assert_true(a.ok);
 	assert_int_equal(a.state, VMSTATE_STOPPED);
 	assert_string_equal(a.reason, "host-qmp-quit");
@@ -331,8 +335,8 @@ static void test_restart_adopts(void **state)
 	assert_true(th_wait_gone(pid, 3000));
 }
 
-/* Killed after writing STOPPING, before asking the VMM to quit: the next
- * agent finishes the stop. */
+/* Killed after writing STOPPING, before asking the VMM to stop: the next
+ * agent finishes the stop (power button, then quit after the timeout). */
 static void test_restart_finishes_stop(void **state)
 {
 	struct fx *x = *state;

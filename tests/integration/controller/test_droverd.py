@@ -892,9 +892,10 @@ class Agents_(Base):
         kinds = self.event_kinds(vm="web1")
         for k in ("vm-created", "vm-started", "vm-stopped", "vm-rebooted", "vm-paused", "vm-resumed"):
             self.assertIn(k, kinds)
-        # delete: stop, undefine, gone; resources freed.
+        # delete: a forced stop (no waiting on the guest), undefine, gone;
+        # resources freed.
         d = self.api.ok("DELETE", "/v1/vms/web1", status=202)
-        self.agents.expect(ev="command", agent="life", kind="stop")
+        self.assertTrue(self.agents.expect(ev="command", agent="life", kind="stop")["force"])
         self.agents.expect(ev="command", agent="life", kind="undefine")
         self.assertEqual(self.op_wait(d["operation"]["id"])["state"], "succeeded")
         self.error(self.api.get("/v1/vms/web1"), 404, "not-found")
