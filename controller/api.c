@@ -540,6 +540,8 @@ static int h_vm_create(struct ctx *x)
 		goto out;
 	}
 	ret = ops_create(x->ctl->ops, &def, po.host_id, vm_id, op_id);
+	if (!ret)
+		place_note_vm(x->ctl, po.host_id, def.vcpus, def.mem);
 	if (ret == -EEXIST)
 		fail(x, 409, "name-taken", "a VM named '%s' exists already", def.name);
 	else if (ret)

@@ -272,6 +272,26 @@ static int load_groups(struct ctl *ctl, struct place_cache *c, const struct vmde
 	return ret;
 }
 
+void place_note_vm(struct ctl *ctl, const char *host_id, uint32_t vcpus, uint64_t mem)
+{
+	struct place_cache *c = ctl->place;
+	ssize_t i;
+
+	if (!c || !c->valid)
+		return;
+	/* The insert moved the generation by one; anything more, and the view
+	 * is rebuilt next time. */
+	i = store_sched_generation(ctl->store) == c->gen + 1 ? find_host(c, host_id) : -1;
+	if (i < 0) {
+		c->valid = false;
+		return;
+	}
+	c->hs.sh[i].vcpus_allocated += vcpus;
+	c->hs.sh[i].mem_allocated += mem;
+	c->hs.sh[i].vms++;
+	c->gen++;
+}
+
 void place_cache_free(struct place_cache *c)
 {
 	if (!c)

@@ -31,6 +31,9 @@ void place_outcome_free(struct place_outcome *out);
  * store says nothing they hold changed. */
 struct place_cache;
 void place_cache_free(struct place_cache *c);
+/* A VM was just stored on host_id (store_vm_insert, nothing else since
+ * place_vm): the view takes its allocation without a rebuild. */
+void place_note_vm(struct ctl *ctl, const char *host_id, uint32_t vcpus, uint64_t mem);
 
 /* A host's capacity under the policy, as the scheduler computes it. */
 void place_host_capacity(const struct ctl *ctl, const struct store_host *h, uint64_t *vcpus,
