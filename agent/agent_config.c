@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent_fs.h"
+#include "jsonutil.h"
 #include "log.h"
 #include "util.h"
 
@@ -62,21 +63,6 @@ void agent_config_free(struct agent_config *c)
 }
 
 /* ---- values ---- */
-
-static const char *json_type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number with a fraction";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "something else";
-}
 
 struct parse_ctx {
 	struct agent_config *c;

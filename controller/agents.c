@@ -540,16 +540,9 @@ static void on_error(struct agents *a, struct agent *ag, const Drover__Envelope 
 
 static const char *body_name(const Drover__Envelope *env)
 {
-	switch (env->body_case) {
-	case DROVER__ENVELOPE__BODY_HELLO: return "Hello";
-	case DROVER__ENVELOPE__BODY_WELCOME: return "Welcome";
-	case DROVER__ENVELOPE__BODY_HEARTBEAT: return "Heartbeat";
-	case DROVER__ENVELOPE__BODY_COMMAND: return "Command";
-	case DROVER__ENVELOPE__BODY_RESULT: return "CommandResult";
-	case DROVER__ENVELOPE__BODY_VM_EVENT: return "VmEvent";
-	case DROVER__ENVELOPE__BODY_ERROR: return "Error";
-	default: return "an unknown message";
-	}
+	const char *name = conn_body_name(env);
+
+	return name ? name : "an unknown message";
 }
 
 static void on_message(struct conn *c, const Drover__Envelope *env, void *opaque)

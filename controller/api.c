@@ -15,6 +15,7 @@
 #include "agents.h"
 #include "auth.h"
 #include "common.h"
+#include "jsonutil.h"
 #include "ctl.h"
 #include "log.h"
 #include "ops.h"
@@ -285,10 +286,10 @@ static int check_body(struct ctx *x, const json_t *body, const struct body_field
 			return fail(x, 400, "bad-request", "unknown field '%s'%s", key, context);
 		if (f->type == JSON_TRUE && !json_is_boolean(v))
 			return fail(x, 400, "bad-request", "field '%s' must be a boolean, not %s", key,
-				    ctl_json_type_name(v));
+				    json_type_name(v));
 		if (f->type == JSON_INTEGER && !json_is_integer(v))
 			return fail(x, 400, "bad-request", "field '%s' must be an integer, not %s", key,
-				    ctl_json_type_name(v));
+				    json_type_name(v));
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (fields[i].required && !json_object_get(body, fields[i].name))
@@ -856,7 +857,7 @@ static int parse_body(struct ctx *x, const struct route *r)
 			    jerr.line, jerr.column, jerr.text);
 	if (!json_is_object(x->body))
 		return fail(x, 400, "bad-request", "the body must be a JSON object, not %s",
-			    ctl_json_type_name(x->body));
+			    json_type_name(x->body));
 	return 1;
 }
 

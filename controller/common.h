@@ -42,7 +42,5 @@ int ctl_label_key_valid(const char *s);
  * sent (a percent-decoded path may hold any byte). */
 void ctl_text_clean(char *s);
 
-/* "an object", "a string", ... for messages about a JSON value. */
-const char *ctl_json_type_name(const json_t *v);
 
 #endif

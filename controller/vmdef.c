@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "jsonutil.h"
 #include "config.h"
 #include "util.h"
 
@@ -161,7 +162,7 @@ static int check_field(const json_t *v, const struct field *f, const char *path,
 
 	if (!shape_ok(v, f->shape))
 		return fail(-EBADMSG, err, errlen, "field '%s' must be %s, not %s", path,
-			    shape_name(f->shape), ctl_json_type_name(v));
+			    shape_name(f->shape), json_type_name(v));
 	if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
 		return fail(-EBADMSG, err, errlen, "field '%s' contains a NUL character", path);
 	if (f->shape == SH_OBJECT)
@@ -175,7 +176,7 @@ static int check_field(const json_t *v, const struct field *f, const char *path,
 		snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
 		if (!json_is_object(item))
 			return fail(-EBADMSG, err, errlen, "field '%s' must be an object, not %s",
-				    sub, ctl_json_type_name(item));
+				    sub, json_type_name(item));
 		ret = check_shape(item, f->sub, sub, err, errlen);
 		if (ret)
 			return ret;
@@ -371,7 +372,7 @@ int vmdef_parse(const json_t *doc, struct vmdef *def, char *err, size_t errlen)
 	memset(def, 0, sizeof(*def));
 	if (!json_is_object(doc))
 		return fail(-EBADMSG, err, errlen, "the VM definition must be a JSON object, not %s",
-			    ctl_json_type_name(doc));
+			    json_type_name(doc));
 	ret = check_shape(doc, &top_set, "", err, errlen);
 	if (ret)
 		return ret;

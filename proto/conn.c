@@ -242,19 +242,17 @@ static void protocol_error(struct conn *c, const char *code, const char *fmt, ..
 	}
 }
 
-static bool body_known(const Drover__Envelope *env)
+const char *conn_body_name(const Drover__Envelope *env)
 {
 	switch (env->body_case) {
-	case DROVER__ENVELOPE__BODY_HELLO:
-	case DROVER__ENVELOPE__BODY_WELCOME:
-	case DROVER__ENVELOPE__BODY_HEARTBEAT:
-	case DROVER__ENVELOPE__BODY_COMMAND:
-	case DROVER__ENVELOPE__BODY_RESULT:
-	case DROVER__ENVELOPE__BODY_VM_EVENT:
-	case DROVER__ENVELOPE__BODY_ERROR:
-		return true;
-	default:
-		return false;
+	case DROVER__ENVELOPE__BODY_HELLO: return "Hello";
+	case DROVER__ENVELOPE__BODY_WELCOME: return "Welcome";
+	case DROVER__ENVELOPE__BODY_HEARTBEAT: return "Heartbeat";
+	case DROVER__ENVELOPE__BODY_COMMAND: return "Command";
+	case DROVER__ENVELOPE__BODY_RESULT: return "CommandResult";
+	case DROVER__ENVELOPE__BODY_VM_EVENT: return "VmEvent";
+	case DROVER__ENVELOPE__BODY_ERROR: return "Error";
+	default: return NULL;
 	}
 }
 
@@ -271,7 +269,7 @@ static void handle_frame(struct conn *c, const uint8_t *p, size_t len)
 		protocol_error(c, "bad-version", "protocol version %u from %s: this side speaks "
 			       "%u to %u", env->version, c->peer, CONN_PROTO_MIN_VERSION,
 			       CONN_PROTO_VERSION);
-	} else if (!body_known(env)) {
+	} else if (!conn_body_name(env)) {
 		conn_send_error(c, env->seq, "unknown-message", "message %llu carries no message "
 				"type this side (protocol version %u) knows",
 				(unsigned long long)env->seq, CONN_PROTO_VERSION);

@@ -67,6 +67,9 @@ void conn_close(struct conn *c);
 void conn_close_after_flush(struct conn *c);
 
 const char *conn_peer(const struct conn *c);     /* "10.0.0.2:41234" */
+/* The message type an Envelope carries ("Hello", "CommandResult"...), or
+ * NULL for one this build does not know. */
+const char *conn_body_name(const Drover__Envelope *env);
 size_t conn_queued(const struct conn *c);        /* bytes not sent yet */
 void conn_set_opaque(struct conn *c, void *opaque);
 void *conn_opaque(const struct conn *c);

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "jsonutil.h"
 #include "log.h"
 #include "util.h"
 
@@ -823,25 +824,11 @@ struct json_ctx {
 	unsigned seen;          /* bit per opt_id set by this document */
 };
 
-static const char *cfg_json_type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number with a fraction";
-	case JSON_TRUE: case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "unknown";
-}
-
 static int cfg_json_wrong_type(struct json_ctx *jc, const char *key, const char *expected,
 			   const json_t *v)
 {
 	errf(jc->err, jc->errlen, "%s: '%s' must be %s, not %s", jc->what, key, expected,
-	     cfg_json_type_name(v));
+	     json_type_name(v));
 	return -EINVAL;
 }
 
@@ -931,7 +918,7 @@ static int cfg_json_features(struct json_ctx *jc, const char *key, const struct 
 	json_array_foreach(v, i, item) {
 		if (!json_is_string(item)) {
 			errf(jc->err, jc->errlen, "%s: '%s[%zu]' must be a string, not %s",
-			     jc->what, key, i, cfg_json_type_name(item));
+			     jc->what, key, i, json_type_name(item));
 			return -EINVAL;
 		}
 		if (!json_string_length(item) || strchr(json_string_value(item), ',')) {
@@ -1048,7 +1035,7 @@ static int cfg_json_labels(struct json_ctx *jc, const char *key, const json_t *v
 	json_object_foreach((json_t *)v, label, value) {
 		if (!json_is_string(value)) {
 			errf(jc->err, jc->errlen, "%s: '%s.%s' must be a string, not %s",
-			     jc->what, key, label, cfg_json_type_name(value));
+			     jc->what, key, label, json_type_name(value));
 			return -EINVAL;
 		}
 	}
@@ -1205,7 +1192,7 @@ int vmm_config_from_json(struct vmm_config *cfg, const char *json, size_t len,
 	}
 	if (!json_is_object(doc)) {
 		errf(err, errlen, "%s: the document must be a JSON object, not %s", what,
-		     cfg_json_type_name(doc));
+		     json_type_name(doc));
 		ret = -EINVAL;
 	} else {
 		ret = cfg_json_object_apply(&jc, doc, NULL, top_keys, ARRAY_SIZE(top_keys));
